@@ -1,0 +1,204 @@
+"""Single run: ``python -m uclser_tune.train --config FILE.yaml [--set key=value ...]``.
+
+Pre-trains one config with the same library call a search trial uses, evaluates kNN every
+``eval.every`` epochs, and writes into the run dir: ``config.yaml``, ``metrics.csv``, TensorBoard
+scalars (``tb/``), ``checkpoint.pt`` (last epoch) and ``best.pt`` (best val kNN). Re-run with
+``--resume`` to continue after a crash or Ctrl-C. ``--linear`` / ``--finetune`` add the downstream
+evaluations after pre-training (results in ``downstream.json`` and ``downstream.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from uclser_tune.config import ConfigError, RunConfig, config_from_dict, describe_config, load_config, parse_overrides
+
+METRIC_FIELDS = ["epoch", "loss", "lr", "clips_per_s", "epoch_seconds", "sampling_fallbacks",
+                 "knn_acc", "knn_micro", "knn_top3"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m uclser_tune.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config keys (defaults are the paper's):\n" + describe_config(),
+    )
+    p.add_argument("--config", type=Path, help="run config YAML (missing keys take the paper's defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.tau=0.1 --set views.ops=[rrc,noise]")
+    p.add_argument("--data", help="FSDnoisy18k-layout folder, or 'synthetic' (sets data.root)")
+    p.add_argument("--out", type=Path, help="run dir (default: runs/train/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
+    p.add_argument("--linear", action="store_true", help="linear evaluation after pre-training")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tuning (noisy and small-clean tasks) and the random-init baselines after pre-training")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    overrides = parse_overrides(args.overrides)
+    if args.data:
+        overrides["data.root"] = args.data
+    cfg = load_config(args.config) if args.config else config_from_dict({})
+    return cfg.replace(overrides) if overrides else cfg
+
+
+class RunDir:
+    """What a single run writes, and how it continues after an interruption."""
+
+    def __init__(self, path: Path, cfg: RunConfig, resume: bool):
+        from uclser_tune.training import load_checkpoint
+
+        self.path, self.cfg = path, cfg
+        self.last = path / "checkpoint.pt"
+        self.state: dict[str, Any] | None = None
+        if self.last.exists():
+            if not resume:
+                raise ConfigError(f"{path} already holds a run; pass --resume to continue it or choose another --out")
+            self.state = load_checkpoint(self.last)
+            if self.state["config"] != cfg.to_dict():
+                raise ConfigError(f"{path}: the config differs from the one this run started with "
+                                  f"({path / 'config.yaml'}); resume with the same config")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.yaml").write_text(cfg.to_yaml())
+        self.best = max((m["knn_acc"] for m in self.state["history"] if "knn_acc" in m), default=-1.0) \
+            if self.state else -1.0
+        self._tb = None
+
+    def tensorboard(self):
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the package is optional on minimal GPU images
+                return None
+            self._tb = SummaryWriter(str(self.path / "tb"))
+        return self._tb
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        from uclser_tune.training import save_checkpoint
+
+        save_checkpoint(state, self.last)
+        if metrics.get("knn_acc", -1.0) > self.best:
+            self.best = metrics["knn_acc"]
+            save_checkpoint(state, self.path / "best.pt")
+        new = not (self.path / "metrics.csv").exists() or metrics["epoch"] == 1
+        with open(self.path / "metrics.csv", "w" if new else "a", newline="") as f:
+            w = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(metrics)
+        tb = self.tensorboard()
+        if tb is not None:
+            for key, value in metrics.items():
+                if key != "epoch":
+                    tb.add_scalar(f"pretrain/{key}", value, metrics["epoch"])
+            tb.flush()
+
+
+def epoch_line(m: dict[str, Any], epochs: int) -> str:
+    knn = f"  kNN {m['knn_acc']:.4f} (micro {m['knn_micro']:.4f}, top3 {m['knn_top3']:.4f})" if "knn_acc" in m else ""
+    return (f"epoch {m['epoch']:>4}/{epochs}  loss {m['loss']:.4f}  lr {m['lr']:.4g}  "
+            f"{m['clips_per_s']:.0f} clips/s{knn}")
+
+
+def progress_bar():
+    """A per-epoch batch progress bar (tqdm when installed; silent without it)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar = None
+
+    def on_batch(done: int, total: int) -> None:
+        nonlocal bar
+        if tqdm is None:
+            return
+        if bar is None:
+            bar = tqdm(total=total, leave=False, unit="batch", file=sys.stderr)
+        bar.update(1)
+        if done == total:
+            bar.close()
+            bar = None
+
+    return on_batch
+
+
+def run_downstream(cfg: RunConfig, store, model, out: Path, linear: bool, finetune: bool) -> None:
+    from uclser_tune.training import downstream
+
+    results = []
+    if linear:
+        results.append(downstream.linear_eval(model.encoder, store, cfg))
+    if finetune:
+        for task in ("noisy", "clean"):
+            if task == "noisy" and not len(store.splits["pretrain"].lengths):
+                print(f"skipping fine-tuning task '{task}': the data set has no noisy split", file=sys.stderr)
+                continue
+            results.append(downstream.finetune(model.encoder, store, cfg, task=task))
+            results.append(downstream.supervised_baseline(cfg, store, task=task))
+    rows = [r.to_dict() for r in results]
+    (out / "downstream.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| task | mode | BN frozen | best epoch | val bAcc | test bAcc @ best val | test bAcc last |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['mode']} | {r['bn_frozen']} | {r['best_epoch']} | {r['val_bacc_best']:.4f} "
+                     f"| {r['test_bacc_at_best_val']:.4f} | {r['test_bacc_last']:.4f} |")
+    (out / "downstream.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        out = args.out or Path("runs/train") / (args.config.stem if args.config else "default")
+        run = RunDir(out, cfg, args.resume)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from uclser_tune.data.store import open_store
+    from uclser_tune.training import NonFiniteLossError, build_model, pretrain
+
+    store = open_store(cfg.data)
+    if run.state is not None and run.state["epoch"] >= cfg.train.epochs:
+        print(f"{out}: pre-training already finished ({run.state['epoch']} epochs)")
+    else:
+        start = run.state["epoch"] + 1 if run.state else 1
+        print(f"pre-training {cfg.model.encoder} (width {cfg.model.width}) for epochs {start}-{cfg.train.epochs} "
+              f"into {out}", file=sys.stderr)
+
+        def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+            run.report(metrics, state)
+            run.state = state
+            print(epoch_line(metrics, cfg.train.epochs), flush=True)
+
+        began = time.perf_counter()
+        try:
+            pretrain(cfg, store, report=report, resume=run.state, progress=progress_bar())
+        except KeyboardInterrupt:
+            done = run.state["epoch"] if run.state else 0
+            print(f"\ninterrupted: checkpoint of epoch {done} is in {run.last}; continue with the same command "
+                  f"and --resume", file=sys.stderr)
+            return 130
+        except NonFiniteLossError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"pre-training done in {time.perf_counter() - began:.0f} s; best val kNN {run.best:.4f}; "
+              f"checkpoints in {out}")
+    if args.linear or args.finetune:
+        model = build_model(cfg)
+        model.load_state_dict(run.state["model"])
+        run_downstream(cfg, store, model, out, args.linear, args.finetune)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
