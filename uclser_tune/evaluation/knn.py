@@ -1,0 +1,61 @@
+"""The kNN protocol of the search objective (SPEC §4), batched on the embeddings' device.
+
+Each patch votes with its k most cosine-similar patches of *other* clips (leave-one-clip-out), plain
+majority, ties to the smallest class id; a clip takes the majority of its patch votes (same tie
+rule); the score is balanced accuracy over clips. Similarities are computed in row chunks so memory
+stays bounded (a 16k-patch val set never needs a 16k × 16k matrix).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
+
+CHUNK_BYTES = 1 << 27  # one (chunk, P) float32 similarity block: 128 MB
+
+
+def _majority(votes: torch.Tensor) -> torch.Tensor:
+    """argmax per row; torch returns the first maximum, i.e. the smallest class id on ties."""
+    return votes.argmax(1)
+
+
+def knn_scores(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200,
+               chunk: int | None = None) -> dict[str, float]:
+    """Balanced accuracy, micro accuracy and top-3 accuracy of the clip-level kNN prediction.
+
+    ``z`` (P, D) patch embeddings, ``clip_ids`` (P,) each patch's clip, ``labels`` (P,) each patch's
+    clip label. ``k`` larger than the bank uses every other-clip patch. top-3: the true class is
+    among the 3 classes with most neighbour votes summed over the clip's patches.
+    """
+    z = torch.nn.functional.normalize(z.float(), dim=1)
+    clip_ids, labels = torch.as_tensor(clip_ids, device=z.device), torch.as_tensor(labels, device=z.device).long()
+    clips, clip_of = torch.unique(clip_ids, return_inverse=True)
+    n_patches, n_classes = len(z), int(labels.max()) + 1
+    k = min(k, n_patches)
+    chunk = chunk or max(1, CHUNK_BYTES // (4 * n_patches))
+    patch_votes = torch.zeros(n_patches, n_classes, device=z.device)
+    for lo in range(0, n_patches, chunk):
+        hi = min(lo + chunk, n_patches)
+        sims = z[lo:hi] @ z.T
+        sims.masked_fill_(clip_of[lo:hi, None] == clip_of[None, :], float("-inf"))
+        top, idx = sims.topk(k, dim=1)
+        patch_votes[lo:hi].scatter_add_(1, labels[idx], torch.isfinite(top).float())
+    patch_pred = _majority(patch_votes)
+    clip_votes = torch.zeros(len(clips), n_classes, device=z.device)
+    clip_votes.index_put_((clip_of, patch_pred), torch.ones(n_patches, device=z.device), accumulate=True)
+    clip_pred = _majority(clip_votes)
+    clip_label = torch.zeros(len(clips), dtype=torch.long, device=z.device).scatter_(0, clip_of, labels)
+    summed = torch.zeros(len(clips), n_classes, device=z.device).index_add_(0, clip_of, patch_votes)
+    rank_key = summed * n_classes - torch.arange(n_classes, device=z.device)  # ties: smaller id first
+    top3 = rank_key.topk(min(3, n_classes), dim=1).indices
+    return {
+        "balanced_acc": balanced_accuracy(clip_label, clip_pred),
+        "micro_acc": accuracy(clip_label, clip_pred),
+        "top3_acc": float((top3 == clip_label[:, None]).any(1).double().mean()),
+    }
+
+
+def knn_balanced_accuracy(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200) -> float:
+    """Clip-level balanced accuracy of the leave-one-clip-out kNN vote (the search objective)."""
+    return knn_scores(z, clip_ids, labels, k)["balanced_acc"]

@@ -1,0 +1,31 @@
+"""The reference's CRNN encoder: 948,116 parameters with a 20-class classifier (SPEC §3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uclser_tune.models.blocks import conv_bn_relu, scaled
+
+
+class Crnn(nn.Module):
+    """3 conv5×5+BN+ReLU+max-pool blocks (pools (2,5), (2,4), (2,2) over (time, mel)) → (B, 12, C·2)
+    → bidirectional GRU; h = last forward state ⊙ last backward state, as the reference does."""
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        c = scaled(128, width)
+        hidden = scaled(64, width)
+        self.features = nn.Sequential(
+            conv_bn_relu(1, c, 5), nn.MaxPool2d((2, 5)),
+            conv_bn_relu(c, c, 5), nn.MaxPool2d((2, 4)),
+            conv_bn_relu(c, c, 5), nn.MaxPool2d((2, 2)),
+        )
+        self.gru = nn.GRU(input_size=2 * c, hidden_size=hidden, batch_first=True, bidirectional=True)
+        self.embed_dim = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (B, C, T', F')
+        x = x.permute(0, 2, 1, 3).flatten(2)  # (B, T', C·F')
+        _, last = self.gru(x)  # (2, B, hidden): final forward and backward states
+        return last[0] * last[1]
