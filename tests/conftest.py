@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny synthetic data set and feature store (built once per session), random clips."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from uclser_tune.data.tensors import ClipTensors
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["UCLSER_CACHE"] = str(path)  # subprocesses (CLI tests, Ray workers) share the cache
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(cache_dir):
+    from uclser_tune.config import DataConfig
+    from uclser_tune.data.store import open_store
+
+    return open_store(DataConfig(root="synthetic", synth_size="tiny", cache_dir=str(cache_dir)))
+
+
+def make_clips(n: int = 6, seed: int = 0, min_len: int = 101, max_len: int = 400, n_classes: int = 3) -> ClipTensors:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=g)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    frames = torch.randn(int(lengths.sum()), 96, generator=g) - 2.0
+    labels = torch.arange(n) % n_classes
+    return ClipTensors(frames, offsets, lengths, labels, [f"c{i}" for i in range(n)])
+
+
+@pytest.fixture
+def clips():
+    return make_clips()
