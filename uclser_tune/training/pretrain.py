@@ -73,8 +73,9 @@ def pretrain_clips(store: FeatureStore) -> tuple[str, ClipTensors]:
 
 
 def lr_milestones(cfg: RunConfig) -> list[int]:
-    """The reference's 325/425 of 500 epochs, scaled to the configured number of epochs."""
-    return sorted({max(1, round(f * cfg.train.epochs)) for f in cfg.train.lr_milestones})
+    """The reference's 325/425 of 500 epochs, scaled to the configured number of epochs (a milestone
+    that rounds onto another one still applies its decay: MultiStepLR counts repeats)."""
+    return [max(1, round(f * cfg.train.epochs)) for f in cfg.train.lr_milestones]
 
 
 def pretrain(

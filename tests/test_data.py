@@ -1,0 +1,231 @@
+"""Synthetic generator, FSDnoisy18k reader, log-mel extraction and the feature store."""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from uclser_tune.data.features import EPS, HOP, N_FFT, N_MELS, SR, WIN, logmel, preprocess
+from uclser_tune.data.fsd import DatasetError, clean_split, read_dataset
+from uclser_tune.data.store import FeatureStore, build_store
+from uclser_tune.data.synth import CLASSES, LABEL_NOISE, generate
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, seed=3, size="tiny", progress=False)
+    return root
+
+
+def test_synth_layout_and_content(synth):
+    train = pd.read_csv(synth / "FSDnoisy18k.meta" / "train.csv")
+    test = pd.read_csv(synth / "FSDnoisy18k.meta" / "test.csv")
+    assert list(train.columns) == ["fname", "label", "aso_id", "manually_verified", "noisy_small"]
+    assert list(test.columns) == ["fname", "label", "aso_id"]
+    assert len(CLASSES) == 20
+    clean = train[train.manually_verified == 1]
+    assert set(clean.label) == set(test.label) == set(CLASSES)
+    assert 0.08 < len(clean) / len(train) < 0.25
+    for fname in list(train.fname[:20]) + list(test.fname[:5]):
+        folder = "audio_train" if fname in set(train.fname) else "audio_test"
+        info = sf.info(synth / f"FSDnoisy18k.{folder}" / fname)
+        assert info.samplerate == SR and 0.29 <= info.duration <= 10.01
+    info = json.loads((synth / "FSDnoisy18k.doc" / "synth_info.json").read_text())
+    assert abs(info["label_noise_rate_realised"] - LABEL_NOISE) < 0.1
+
+
+def test_synth_is_deterministic(synth, tmp_path):
+    generate(tmp_path / "a", seed=3, size="tiny", progress=False)
+    assert digest(tmp_path / "a") == digest(synth)
+    generate(tmp_path / "b", seed=4, size="tiny", progress=False)
+    assert digest(tmp_path / "b") != digest(synth)
+
+
+def test_reader_splits(synth):
+    ds = read_dataset(synth)
+    assert ds.classes == sorted(CLASSES)
+    assert len(ds.splits["pretrain"]) == 200 and len(ds.splits["val"]) == 60 and len(ds.splits["test"]) == 60
+    assert all(Path(p).exists() for p in ds.splits["test"]["path"])
+
+
+def copy_layout(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda r: (r / "FSDnoisy18k.audio_test").rename(r / "x"), ["missing folder", "audio_test"]),
+    (lambda r: (r / "FSDnoisy18k.meta" / "test.csv").unlink(), ["missing metadata file", "test.csv"]),
+    (lambda r: pd.read_csv(r / "FSDnoisy18k.meta" / "train.csv").drop(columns="manually_verified").to_csv(
+        r / "FSDnoisy18k.meta" / "train.csv", index=False), ["missing column", "manually_verified"]),
+    (lambda r: pd.read_csv(r / "FSDnoisy18k.meta" / "test.csv").assign(label="Theremin").to_csv(
+        r / "FSDnoisy18k.meta" / "test.csv", index=False), ["not seen in train", "Theremin"]),
+])
+def test_reader_errors_name_the_problem(synth, tmp_path, damage, words):
+    root = copy_layout(synth, tmp_path / "d")
+    damage(root)
+    with pytest.raises(DatasetError) as err:
+        read_dataset(root)
+    for w in words:
+        assert w in str(err.value)
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_dataset(tmp_path / "nowhere")
+
+
+def test_clean_split_is_stratified_disjoint_and_seeded():
+    labels = np.repeat(np.arange(5), [20, 7, 1, 2, 40])
+    tr, va = clean_split(labels, 0.15, seed=1)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
+    assert [int((labels[va] == c).sum()) for c in range(5)] == [3, 1, 0, 1, 6]
+    assert np.array_equal(clean_split(labels, 0.15, seed=1)[1], va)
+    assert not np.array_equal(clean_split(labels, 0.15, seed=2)[1], va)
+
+
+# --- log-mel against an independent slow reference --------------------------------------------
+
+
+def slaney_mel_filters(sr, n_fft, n_mels, fmin, fmax):
+    """Slaney-scale triangular filters, no area normalisation, written from the formulas."""
+    def hz_to_mel(f):
+        f = np.asarray(f, float)
+        lin = f / (200.0 / 3)
+        log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log, lin)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, float)
+        lin = m * (200.0 / 3)
+        log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+        return np.where(m >= 15.0, log, lin)
+
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    bins = np.arange(n_fft // 2 + 1) * sr / n_fft
+    w = np.zeros((n_mels, len(bins)))
+    for m in range(n_mels):
+        lo, c, hi = edges[m], edges[m + 1], edges[m + 2]
+        for k, f in enumerate(bins):
+            w[m, k] = max(0.0, min((f - lo) / (c - lo), (hi - f) / (hi - c)))
+    return w
+
+
+def slow_logmel(y22k):
+    y = y22k + EPS
+    pad = N_FFT // 2
+    y = np.pad(y, pad, mode="reflect")
+    n = np.arange(WIN)
+    window = 0.54 - 0.46 * np.cos(2 * np.pi * n / WIN)  # periodic Hamming
+    full = np.zeros(N_FFT)
+    full[(N_FFT - WIN) // 2 : (N_FFT - WIN) // 2 + WIN] = window  # centred in n_fft
+    frames = 1 + (len(y) - N_FFT) // HOP
+    mel = slaney_mel_filters(SR, N_FFT, N_MELS, 50.0, 10_500.0)
+    out = []
+    for t in range(frames):
+        spec = np.fft.rfft(y[t * HOP : t * HOP + N_FFT] * full)
+        out.append(np.log10(mel @ (np.abs(spec) ** 2) + EPS))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seconds, sr", [(2.3, 22050), (0.4, 22050), (1.7, 44100), (3.0, 16000)])
+def test_logmel_equals_slow_reference(seconds, sr):
+    rng = np.random.default_rng(int(seconds * 10))
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * 440 * t * (1 + t)) + 0.05 * rng.normal(size=len(t))
+    feats = logmel(y, sr)
+    y22 = preprocess(y, sr)  # resampling, centring, scaling, tiling shared; the STFT and mel path is not
+    assert feats.shape == (1 + len(y22) // HOP, 96) and feats.dtype == np.float32
+    assert feats.shape[0] >= 101
+    np.testing.assert_allclose(feats, slow_logmel(y22), atol=1e-4)
+
+
+def test_preprocess_tiles_short_clips_and_scales():
+    y = preprocess(np.ones(1000) + np.arange(1000) * 1e-3, SR)
+    assert len(y) == SR and abs(y[:1000].mean()) < 1e-9 and np.abs(y).max() < 1.0
+    assert np.allclose(y[:1000], y[1000:2000])
+
+
+# --- the feature store -------------------------------------------------------------------------
+
+
+def test_store_build_reuse_rebuild_and_skip(synth, tmp_path):
+    root = copy_layout(synth, tmp_path / "d")
+    train = root / "FSDnoisy18k.audio_train"
+    clean = pd.read_csv(root / "FSDnoisy18k.meta" / "train.csv")
+    bad = clean.fname[clean.manually_verified == 1].iloc[:3].tolist()
+    (train / bad[0]).write_bytes(b"")  # empty
+    (train / bad[1]).write_text("this is not audio")  # not audio
+    (train / bad[2]).write_bytes((train / bad[2]).read_bytes()[:30])  # truncated header
+    store = build_store(root, tmp_path / "store", workers=2)
+    assert store.skipped == 3
+    skipped = list(csv.DictReader(open(tmp_path / "store" / "skipped.csv")))
+    assert sorted(Path(r["path"]).name for r in skipped) == sorted(bad)
+    val = store.splits["val"]
+    assert len(val.lengths) == 57 and not set(bad) & set(val.clip_ids)
+    assert val.frames.shape == (int(val.lengths.sum()), 96) and isinstance(val.frames, np.memmap)
+    assert (store.splits["pretrain"].lengths >= 101).all()
+    pre = np.asarray(store.splits["pretrain"].frames, dtype=np.float64)
+    assert store.mean == pytest.approx(pre.mean()) and store.std == pytest.approx(pre.std())
+
+    stamp = (tmp_path / "store" / "store.json").stat().st_mtime_ns
+    assert build_store(root, tmp_path / "store").mean == store.mean  # reused: nothing rewritten
+    assert (tmp_path / "store" / "store.json").stat().st_mtime_ns == stamp
+    fname = clean.fname[clean.manually_verified == 0].iloc[0]
+    os.utime(train / fname, ns=(1, 1))  # the data changed → rebuilt
+    build_store(root, tmp_path / "store")
+    assert (tmp_path / "store" / "store.json").stat().st_mtime_ns != stamp
+
+    # a clip's frames in the store are logmel of its file
+    i = 5
+    f = val.clip_ids[i]
+    ref = logmel(*sf.read(train / f))
+    np.testing.assert_array_equal(val.frames[val.offsets[i] : val.offsets[i] + val.lengths[i]], ref)
+
+
+def test_store_to_torch_and_subset(tiny_store):
+    val = tiny_store.splits["val"]
+    clips = val.to_torch()
+    assert clips.frames.dtype == torch.float32 and len(clips) == len(val.lengths)
+    half = tiny_store.splits["val"].to_torch(dtype=torch.float16)
+    assert half.frames.dtype == torch.float16
+    sub = clips.subset([3, 0])
+    assert sub.clip_ids == [val.clip_ids[3], val.clip_ids[0]]
+    assert torch.equal(sub.frames[: int(sub.lengths[0])],
+                       clips.frames[int(clips.offsets[3]) : int(clips.offsets[3] + clips.lengths[3])])
+    assert FeatureStore.load(tiny_store.path).mean == tiny_store.mean
+
+
+def test_cli_features_and_errors(synth, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    bad = subprocess.run([sys.executable, "-m", "uclser_tune.data", "features", str(tmp_path / "nope"), "--out",
+                          str(tmp_path / "s")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+    out = subprocess.run([sys.executable, "-m", "uclser_tune.data", "synth", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--size" in out.stdout
+
+
+DRUMS = Path(os.environ.get("DRUM_HITS_DIR", "/tmp/drum_hits"))
+
+
+@pytest.mark.skipif(not (DRUMS / "FSDnoisy18k.meta" / "train.csv").exists(),
+                    reason="drum set not built (bash ../shared/data/build_drum_hits.sh /tmp/drum_hits)")
+def test_real_drum_hits_load(tmp_path):
+    store = build_store(DRUMS, tmp_path / "drums")
+    assert len(store.splits["pretrain"].lengths) == 0  # curated: every train row is verified
+    assert len(store.splits["val"].lengths) > 100 and len(store.classes) >= 5
+    assert json.loads((tmp_path / "drums" / "store.json").read_text())["norm_basis"] == "val"
