@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,8 +43,11 @@ class SplitStore:
     clip_ids: list[str]
 
     def to_torch(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> ClipTensors:
-        """All frames as one tensor on ``device`` (read from the memory map once)."""
-        frames = torch.from_numpy(np.ascontiguousarray(self.frames)).to(device=device, dtype=dtype)
+        """All frames as one tensor on ``device``. Without a device or dtype change the tensor shares the
+        array's memory: in a Ray trial that is the node's read-only object-store copy, never modified."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            frames = torch.from_numpy(np.ascontiguousarray(self.frames)).to(device=device, dtype=dtype)
         return ClipTensors(frames, *(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)
                                      for a in (self.offsets, self.lengths, self.labels)), list(self.clip_ids))
 

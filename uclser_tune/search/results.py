@@ -1,0 +1,139 @@
+"""The experiment's results table (``trials.parquet``): the contract ``analysis/`` reads.
+
+Built from what is on disk (Ray's per-trial ``result.json`` and the Optuna study), so it can be
+rebuilt at any time, also while a search is still running or after it was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+
+from uclser_tune.config import RunConfig, config_from_dict
+
+META_FILE = "search.json"
+MAP_FILE = "optuna_trial_map.json"
+
+
+def open_study(exp_dir: Path, meta: dict[str, Any]) -> optuna.Study:
+    return optuna.load_study(study_name=meta["study_name"], storage=storage_from(meta["storage"], exp_dir))
+
+
+def storage_from(url: str, exp_dir: Path) -> optuna.storages.BaseStorage:
+    """The journal file in the experiment dir (``journal:<file>``, the default) or an RDB URL."""
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(exp_dir / url.removeprefix("journal:"))))
+    return optuna.storages.RDBStorage(url)
+
+
+def _reports(trial_dir: Path) -> list[dict[str, Any]]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _summary(cfg: RunConfig) -> dict[str, Any]:
+    v = cfg.views
+    return {
+        "encoder": cfg.model.encoder, "width": cfg.model.width, "tau": cfg.train.tau,
+        "batch_size": cfg.train.batch_size, "sampling": v.sampling,
+        "separation": v.separation if v.sampling == "separation" else 0,
+        "mixback": v.mixback, "mixback_alpha": v.mixback_alpha if v.mixback else 0.0,
+        "mixback_energy_adjust": v.mixback_energy_adjust if v.mixback else False,
+        "ops": ">".join(v.ops), "order_mode": v.order, "seed": cfg.seed,
+        **{f"pos_{op}": (v.ops.index(op) + 1 if op in v.ops else 0) for op in
+           ("rrc", "compression", "noise", "specaugment", "time_shift", "freq_shift", "time_reversal", "blur")},
+    }
+
+
+def trials_table(exp_dir: str | Path) -> pd.DataFrame:
+    """One row per trial: status (from the study), sampled params (``param_*``), the effective config
+    summary, kNN per reported epoch (``knn_e<n>``), best/last kNN, epochs run, wall time, node."""
+    exp_dir = Path(exp_dir)
+    meta = json.loads((exp_dir / META_FILE).read_text())
+    mapping = json.loads((exp_dir / MAP_FILE).read_text()) if (exp_dir / MAP_FILE).exists() else {}
+    study = {t.number: t for t in open_study(exp_dir, meta).get_trials(deepcopy=False)}
+    rows = []
+    for params_file in sorted(exp_dir.glob("*/params.json")):
+        trial_dir = params_file.parent
+        config = json.loads(params_file.read_text())
+        reports = _reports(trial_dir)
+        trial_id = reports[-1]["trial_id"] if reports else trial_dir.name.removeprefix("trial_")
+        number = mapping.get(trial_id)
+        frozen = study.get(number)
+        knn = {int(r["epoch"]): r["knn_acc"] for r in reports if "knn_acc" in r}
+        cfg = config_from_dict(config["run_config"])
+        errored = (trial_dir / "error.txt").exists() or any("error" in r for r in reports)
+        row = {
+            "trial_id": trial_id, "optuna_number": number,
+            "status": frozen.state.name if frozen else ("FAIL" if errored else "RUNNING"),
+            "epochs_run": max(knn, default=0), "max_epochs": cfg.train.epochs,
+            "best_knn": max(knn.values(), default=math.nan),
+            "best_epoch": max(knn, key=knn.get) if knn else 0,
+            "last_knn": knn[max(knn)] if knn else math.nan,
+            "wall_s": reports[-1]["time_total_s"] if reports else 0.0,
+            "node": reports[-1].get("node", "") if reports else "",
+            "node_ip": reports[-1].get("node_ip", "") if reports else "",
+            "retried_from_epoch": max((r.get("resumed_from", 0) for r in reports), default=0),
+            "error": next((r["error"] for r in reports if "error" in r), "") or (
+                (trial_dir / "error.txt").read_text()[-500:] if (trial_dir / "error.txt").exists() else ""),
+            "config_yaml": cfg.to_yaml(), "trial_dir": trial_dir.name,
+            **_summary(cfg),
+            **{f"param_{k}": v for k, v in (frozen.params if frozen else {}).items()},
+            **{f"knn_e{e}": knn[e] for e in sorted(knn)},
+            "knn_history": [knn[e] for e in sorted(knn)],
+        }
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values("optuna_number", na_position="last").reset_index(drop=True)
+    return table
+
+
+def best_trial(table: pd.DataFrame) -> pd.Series | None:
+    """Scope: best val kNN at the final rung, i.e. the last epoch of trials that ran their whole budget."""
+    done = table[table["status"] == "COMPLETE"]
+    return None if done.empty else done.loc[done["last_knn"].idxmax()]
+
+
+def write_results(exp_dir: str | Path) -> dict[str, Any]:
+    """Write trials.parquet / trials.csv / best_config.yaml and return paths and counts."""
+    exp_dir = Path(exp_dir)
+    table = trials_table(exp_dir)
+    table.to_parquet(exp_dir / "trials.parquet", index=False)
+    table.drop(columns=["knn_history", "config_yaml"]).to_csv(exp_dir / "trials.csv", index=False)
+    out: dict[str, Any] = {"trials": str(exp_dir / "trials.parquet"), "n": len(table),
+                           "status": table["status"].value_counts().to_dict() if len(table) else {}}
+    best = best_trial(table) if len(table) else None
+    if best is not None:
+        meta = {"scope": "best val kNN balanced accuracy at the final rung (last epoch of complete trials)",
+                "trial_id": best["trial_id"], "optuna_number": int(best["optuna_number"]),
+                "last_knn": float(best["last_knn"]), "best_knn": float(best["best_knn"])}
+        text = "# " + json.dumps(meta) + "\n" + best["config_yaml"]
+        (exp_dir / "best_config.yaml").write_text(text)
+        (exp_dir / "best_trial.json").write_text(json.dumps(meta, indent=1))
+        out["best_config"] = str(exp_dir / "best_config.yaml")
+        out["best"] = meta
+    return out
+
+
+def top_table(table: pd.DataFrame, n: int = 5) -> str:
+    cols = ["optuna_number", "status", "epochs_run", "last_knn", "best_knn", "encoder", "tau", "batch_size",
+            "sampling", "mixback", "ops"]
+    shown = table.sort_values(["status", "last_knn"], ascending=[True, False]) if len(table) else table
+    shown = shown[shown["status"] == "COMPLETE"].head(n) if len(shown) else shown
+    return shown[cols].to_markdown(index=False, floatfmt=".4f") if len(shown) else "(no complete trial)"
+
+
+def load_best_config(exp_dir: str | Path) -> RunConfig:
+    return config_from_dict(yaml.safe_load((Path(exp_dir) / "best_config.yaml").read_text()))

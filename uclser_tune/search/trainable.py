@@ -1,0 +1,40 @@
+"""The Ray Tune trainable: Ray plumbing around ``uclser_tune.training.pretrain`` and nothing else."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from typing import Any
+
+from ray import tune
+
+from uclser_tune.config import config_from_dict
+from uclser_tune.data.store import FeatureStore
+from uclser_tune.training import NonFiniteLossError, load_checkpoint, pretrain, save_checkpoint
+
+
+def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
+    """One trial: restore from ``tune.get_checkpoint()`` if Ray retries it, report kNN with a checkpoint
+    every epoch. ``store`` arrives once per node through the object store (``tune.with_parameters``)."""
+    cfg = config_from_dict(config["run_config"])
+    checkpoint = tune.get_checkpoint()
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = load_checkpoint(d)
+    host = {"node": platform.node(), "pid": os.getpid()}
+
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(state, d)
+            tune.report({**metrics, **host, "max_epochs": cfg.train.epochs,
+                         "resumed_from": resume["epoch"] if resume else 0},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
+    try:
+        pretrain(cfg, store, report=report, resume=resume)
+    except NonFiniteLossError as err:
+        # a deterministic failure: end the trial with the error (the study records FAIL) instead of
+        # letting Ray retry it from a checkpoint that would diverge again
+        tune.report({"epoch": err.epoch, "error": str(err), "max_epochs": cfg.train.epochs, **host})
