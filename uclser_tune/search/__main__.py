@@ -120,8 +120,7 @@ def run(args, space, exp_dir: Path, overrides: dict, base_cfg) -> int:
                "random": lambda: optuna.samplers.RandomSampler(seed=args.seed),
                "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=args.seed)}[space.sampler]()
     searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc", mode="max", sampler=sampler,
-                           storage=results.storage_from(storage, exp_dir), study_name=exp_dir.name,
-                           map_path=exp_dir / results.MAP_FILE)
+                           storage=results.storage_from(storage, exp_dir), study_name=exp_dir.name)
     search_alg = ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=base_cfg.train.epochs,
                                grace_period=space.asha["grace_period"],

@@ -18,7 +18,6 @@ import yaml
 from uclser_tune.config import RunConfig, config_from_dict
 
 META_FILE = "search.json"
-MAP_FILE = "optuna_trial_map.json"
 
 
 def open_study(exp_dir: Path, meta: dict[str, Any]) -> optuna.Study:
@@ -61,7 +60,6 @@ def trials_table(exp_dir: str | Path) -> pd.DataFrame:
     summary, kNN per reported epoch (``knn_e<n>``), best/last kNN, epochs run, wall time, node."""
     exp_dir = Path(exp_dir)
     meta = json.loads((exp_dir / META_FILE).read_text())
-    mapping = json.loads((exp_dir / MAP_FILE).read_text()) if (exp_dir / MAP_FILE).exists() else {}
     study = {t.number: t for t in open_study(exp_dir, meta).get_trials(deepcopy=False)}
     rows = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
@@ -69,9 +67,9 @@ def trials_table(exp_dir: str | Path) -> pd.DataFrame:
         config = json.loads(params_file.read_text())
         reports = _reports(trial_dir)
         trial_id = reports[-1]["trial_id"] if reports else trial_dir.name.removeprefix("trial_")
-        number = mapping.get(trial_id)
+        number = config.get("optuna_number")
         frozen = study.get(number)
-        knn = {int(r["epoch"]): r["knn_acc"] for r in reports if "knn_acc" in r}
+        knn = {int(r["epoch"]): r["knn_acc"] for r in reports if math.isfinite(r.get("knn_acc", math.nan))}
         cfg = config_from_dict(config["run_config"])
         errored = (trial_dir / "error.txt").exists() or any("error" in r for r in reports)
         row = {

@@ -10,32 +10,16 @@ never snapshotted (they will not come back) as FAIL.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 
 class StudySearch(OptunaSearch):
-    def __init__(self, *args, map_path: str | Path, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.map_path = str(map_path)
-
     def _finished(self, trial_id: str) -> bool:
         ot_trial = self._ot_trials[trial_id]
         return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
-
-    def _write_map(self) -> None:
-        """Ray trial id → Optuna trial number, for the results table."""
-        mapping = {tid: t.number for tid, t in self._ot_trials.items()}
-        Path(self.map_path).write_text(json.dumps(mapping, indent=0))
-
-    def suggest(self, trial_id: str):
-        config = super().suggest(trial_id)
-        self._write_map()
-        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and not self._finished(trial_id) and self.metric in result:
@@ -49,6 +33,10 @@ class StudySearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         value = (result or {}).get(self.metric)
+        step = (result or {}).get("training_iteration")
+        stored = self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values
+        if value is not None and math.isfinite(value) and step is not None and step not in stored:
+            ot_trial.report(value, step)  # a result the scheduler stopped on never reached on_trial_result
         if error or value is None or not math.isfinite(value):
             self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
         elif result.get("epoch", 0) < result.get("max_epochs", 0):

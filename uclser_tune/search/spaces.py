@@ -123,7 +123,7 @@ class SearchSpace:
                 values[key] = dist.suggest(trial, key)
         if self.candidates:
             values.update(self._suggest_ops(trial))
-        return {"run_config": self.build({**values, **(overrides or {})}).to_dict()}
+        return {"run_config": self.build({**values, **(overrides or {})}).to_dict(), "optuna_number": trial.number}
 
     def _suggest_ops(self, trial: optuna.Trial) -> dict[str, Any]:
         on, op_params = [], {}

@@ -37,4 +37,5 @@ def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
     except NonFiniteLossError as err:
         # a deterministic failure: end the trial with the error (the study records FAIL) instead of
         # letting Ray retry it from a checkpoint that would diverge again
-        tune.report({"epoch": err.epoch, "error": str(err), "max_epochs": cfg.train.epochs, **host})
+        tune.report({"epoch": err.epoch, "knn_acc": float("nan"), "error": str(err), "max_epochs": cfg.train.epochs,
+                     **host})

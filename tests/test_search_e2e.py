@@ -1,0 +1,98 @@
+"""The search end to end on CPU: ASHA prunes, the study tells the truth, SIGKILL + re-run resumes,
+a non-finite trial fails without stopping the search. Ray runs on 127.0.0.2 (loopback only)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from uclser_tune.config import load_config
+from uclser_tune.search.results import META_FILE, open_study
+
+pytestmark = pytest.mark.slow
+
+
+def search(tmp_path, *extra, space="smoke.yaml", name="smoke", **popen):
+    cmd = [sys.executable, "-m", "uclser_tune.search", "--space", str(space), "--name", name,
+           "--storage-path", str(tmp_path / "runs"), "--node-ip-address", "127.0.0.2", *extra]
+    return cmd
+
+
+def run(cmd, timeout=600):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def study_of(exp):
+    return open_study(exp, json.loads((exp / META_FILE).read_text()))
+
+
+def test_smoke_search_end_to_end(tmp_path, tiny_store):
+    out = run(search(tmp_path))
+    exp = tmp_path / "runs" / "smoke"
+    table = pd.read_parquet(exp / "trials.parquet")
+    assert len(table) == 6
+    counts = table["status"].value_counts().to_dict()
+    assert counts.get("PRUNED", 0) >= 1 and counts.get("COMPLETE", 0) >= 1, counts  # ASHA stopped some early
+    pruned = table[table.status == "PRUNED"]
+    assert (pruned.epochs_run < pruned.max_epochs).all()
+    assert (table[table.status == "COMPLETE"].epochs_run == 4).all()
+    # the study agrees, with the pruned trials' intermediate values kept
+    study = {t.number: t for t in study_of(exp).trials}
+    for row in table.itertuples():
+        frozen = study[row.optuna_number]
+        assert frozen.state.name == row.status
+        assert len(frozen.intermediate_values) == row.epochs_run
+        assert frozen.intermediate_values[row.epochs_run] == pytest.approx(row.last_knn)
+        if row.status == "COMPLETE":
+            assert frozen.value == pytest.approx(row.last_knn)
+    assert {"param_train.tau", "param_use_rrc", "knn_e1", "best_knn", "wall_s", "config_yaml"} <= set(table.columns)
+    best = load_config(exp / "best_config.yaml")
+    assert best.train.epochs == 4 and best.data.synth_size == "tiny"
+    assert "best config" in out.stdout and "top trials" in out.stdout
+
+
+def test_sigkill_then_rerun_resumes_without_rerunning_trials(tmp_path, tiny_store):
+    cmd = search(tmp_path, "--num-samples", "5", name="killed")
+    exp = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = [p for p in exp.glob("trial_*/result.json") if p.read_text().count("\n") >= 2]
+        if len(done) >= 2:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    proc.wait()
+    time.sleep(2)
+    run(cmd)
+    table = pd.read_parquet(exp / "trials.parquet")
+    assert len(table) == 5 and set(table.status) <= {"COMPLETE", "PRUNED"}
+    assert table.optuna_number.is_unique
+    for trial_dir in table.trial_dir:
+        epochs = [json.loads(line)["epoch"] for line in (exp / trial_dir / "result.json").read_text().splitlines()]
+        assert epochs.count(1) == 1, (trial_dir, epochs)  # never restarted from scratch
+    states = [t.state for t in study_of(exp).trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+
+
+def test_non_finite_trial_fails_and_the_search_goes_on(tmp_path, tiny_store):
+    space = yaml.safe_load(Path("search_spaces/smoke.yaml").read_text())
+    space.update(sampler="grid", params={"seed": {"categorical": [0]}}, ops=None, asha=None, epochs=2,
+                 variants={"fine": {}, "diverges": {"train.tau": 1e-40}})
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(space))
+    run(search(tmp_path, space=path, name="nan"))
+    table = pd.read_parquet(tmp_path / "runs" / "nan" / "trials.parquet").set_index("param_variant")
+    assert table.loc["fine", "status"] == "COMPLETE"
+    assert table.loc["diverges", "status"] == "FAIL"
+    assert "non-finite" in table.loc["diverges", "error"] and "tau=1e-40" in table.loc["diverges", "error"]
