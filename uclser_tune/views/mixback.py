@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+LN10 = math.log(10.0)
 
 
 def mixback(fg: torch.Tensor, bg: torch.Tensor, lam: torch.Tensor, energy_adjust: bool = True) -> torch.Tensor:
@@ -11,10 +15,8 @@ def mixback(fg: torch.Tensor, bg: torch.Tensor, lam: torch.Tensor, energy_adjust
     With ``energy_adjust`` the background is first scaled to the foreground's energy (g = ΣP/ΣB over
     the patch), so for λ ≤ 0.05 the foreground stays ≥ 12.8 dB above it; otherwise g = 1.
     """
-    p = torch.pow(10.0, fg.float())
-    b = torch.pow(10.0, bg.float())
+    p = torch.exp(fg.float() * LN10)
+    b = torch.exp(bg.float() * LN10)
     lam = lam.float().view(-1, 1, 1)
-    if energy_adjust:
-        gain = p.sum((1, 2), keepdim=True, dtype=torch.float64) / b.sum((1, 2), keepdim=True, dtype=torch.float64)
-        b = b * gain.float()
-    return torch.log10((1 - lam) * p + lam * b).to(fg.dtype)
+    weight = lam * p.sum((1, 2), keepdim=True) / b.sum((1, 2), keepdim=True) if energy_adjust else lam
+    return torch.log10(torch.addcmul((1 - lam) * p, weight, b)).to(fg.dtype)

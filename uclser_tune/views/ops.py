@@ -68,8 +68,13 @@ class Op(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        p = self.params["p"]
+        if p <= 0:
+            return x
         params = self.sample(x, gen)
-        mask = torch.rand(x.shape[0], generator=gen, device=x.device) < self.params["p"]
+        if p >= 1:  # always applied: skip drawing the mask and the extra pass of a select
+            return self.apply(x, params)
+        mask = torch.rand(x.shape[0], generator=gen, device=x.device) < p
         return torch.where(mask.view(-1, 1, 1), self.apply(x, params), x)
 
 
@@ -117,24 +122,22 @@ class RandomResizedCrop(Op):
 
     def apply(self, x, params):
         b, t, f = x.shape
-        y0, y1, wy = _bilinear_axis(params["top"], params["height"], t)
-        x0, x1, wx = _bilinear_axis(params["left"], params["width"], f)
-        rows = x.gather(1, y0[:, :, None].expand(b, t, f)) * (1 - wy)[:, :, None] + \
-            x.gather(1, y1[:, :, None].expand(b, t, f)) * wy[:, :, None]
-        return rows.gather(2, x0[:, None, :].expand(b, t, f)) * (1 - wx)[:, None, :] + \
-            rows.gather(2, x1[:, None, :].expand(b, t, f)) * wx[:, None, :]
+        gy = _crop_grid(params["top"], params["height"], t)
+        gx = _crop_grid(params["left"], params["width"], f)
+        grid = torch.stack([gx[:, None, :].expand(b, t, f), gy[:, :, None].expand(b, t, f)], dim=-1)
+        out = nn.functional.grid_sample(x[:, None].float(), grid, mode="bilinear", padding_mode="border",
+                                        align_corners=False)
+        return out[:, 0].to(x.dtype)
 
 
-def _bilinear_axis(start: torch.Tensor, size: torch.Tensor, out: int) -> tuple[torch.Tensor, ...]:
-    """Source indices and weights along one axis for resizing a crop [start, start+size) to ``out``
-    samples, as ``F.interpolate(mode='bilinear', align_corners=False)`` computes them."""
+def _crop_grid(start: torch.Tensor, size: torch.Tensor, out: int) -> torch.Tensor:
+    """grid_sample coordinates that resize the crop [start, start+size) to ``out`` samples as
+    ``F.interpolate(mode='bilinear', align_corners=False)`` does on the crop alone: source positions
+    are clamped to the crop, so no pixel outside it ever gets weight."""
     scale = size.float()[:, None] / out
     src = ((torch.arange(out, device=size.device).float()[None, :] + 0.5) * scale - 0.5).clamp(min=0)
-    i0 = src.floor().long()
-    i0 = torch.minimum(i0, size[:, None] - 1)
-    i1 = torch.minimum(i0 + 1, size[:, None] - 1)
-    lam = src - i0.float()
-    return start[:, None] + i0, start[:, None] + i1, lam
+    src = torch.minimum(src, (size[:, None] - 1).float()) + start[:, None]
+    return (2 * src + 1) / out - 1  # the crop lives inside an axis of the same length ``out``
 
 
 class Compression(Op):
@@ -164,7 +167,7 @@ class GaussianNoise(Op):
         return {"sigma": sigma, "noise": torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)}
 
     def apply(self, x, params):
-        return x + params["sigma"].view(-1, 1, 1).to(x.dtype) * params["noise"]
+        return torch.addcmul(x, params["sigma"].view(-1, 1, 1).to(x.dtype), params["noise"])
 
 
 class SpecAugment(Op):
