@@ -15,7 +15,8 @@ import soundfile as sf
 import torch
 
 from uclser_tune.data.features import EPS, HOP, N_FFT, N_MELS, SR, WIN, logmel, preprocess
-from uclser_tune.data.fsd import DatasetError, clean_split, read_dataset
+from uclser_tune.data.fsd import DatasetError, read_dataset
+from uclser_tune.data.splits import clean_split
 from uclser_tune.data.store import FeatureStore, build_store
 from uclser_tune.data.synth import CLASSES, LABEL_NOISE, generate
 

@@ -7,6 +7,7 @@ import platform
 import tempfile
 from typing import Any
 
+import psutil
 from ray import tune
 
 from uclser_tune.config import config_from_dict
@@ -24,11 +25,14 @@ def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
         with checkpoint.as_directory() as d:
             resume = load_checkpoint(d)
     host = {"node": platform.node(), "pid": os.getpid()}
+    process = psutil.Process()
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        # USS: memory private to this trial; the store in the object store is shared, not counted
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(state, d)
-            tune.report({**metrics, **host, "max_epochs": cfg.train.epochs,
+            tune.report({**metrics, **host, "uss_mb": process.memory_full_info().uss / 1e6,
+                         "max_epochs": cfg.train.epochs,
                          "resumed_from": resume["epoch"] if resume else 0},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
