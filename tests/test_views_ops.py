@@ -2,6 +2,7 @@
 per-sample NumPy reference on the same parameters, determinism."""
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -50,8 +51,8 @@ def test_rrc_distribution_matches_the_reference():
     assert abs(float(area.mean()) - 0.87) < 0.01
     assert int(params["width"].min()) >= 76 and int(params["width"].max()) <= 96
     assert int(params["height"].min()) >= 80 and int(params["height"].max()) <= 101
-    rng = np.random.default_rng(0)
-    ref = np.array([reference.rrc_params((T, F), rng) for _ in range(20000)])
+    rnd = random.Random(0)
+    ref = np.array([reference.rrc_params(rnd, (T, F)) for _ in range(20000)])
     assert abs(float(area.mean()) - (ref[:, 2] * ref[:, 3]).mean() / (T * F)) < 0.005
     assert abs(params["width"].float().mean().item() - ref[:, 3].mean()) < 0.3
     assert abs(params["height"].float().mean().item() - ref[:, 2].mean()) < 0.3
@@ -69,7 +70,9 @@ def test_rrc_equals_reference_on_the_same_crops():
     y = op.apply(x, params).numpy()
     for i in range(16):
         crop = [int(params[k][i]) for k in ("top", "left", "height", "width")]
-        np.testing.assert_allclose(y[i], reference.rrc(x[i].double().numpy(), *crop), atol=1e-4)
+        t, l, h, w = crop
+        ref = reference.resize_bilinear(x[i].double().numpy()[t : t + h, l : l + w], T, F)
+        np.testing.assert_allclose(y[i], ref, atol=1e-4)
     # and the resize is torch's own bilinear interpolation of the crop
     t, l, h, w = (int(params[k][0]) for k in ("top", "left", "height", "width"))
     ref = torch.nn.functional.interpolate(x[:1, None, t : t + h, l : l + w], size=(T, F), mode="bilinear",
