@@ -30,7 +30,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 
 SR = 22_050
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 LABEL_NOISE = 0.3  # share of noisy-split rows whose label is another class, chosen uniformly
 NOISY_SMALL = 0.05  # share of noisy rows flagged noisy_small=1 (FSDnoisy18k has such a subset)
 
@@ -204,11 +204,12 @@ def _events(r: np.random.Generator, name: str, n: int) -> np.ndarray:
     """Events at random (or, for footsteps, near-regular) times, so patches of a clip differ."""
     out = np.zeros(n)
     lo, hi = RATES.get(name, (0.4, 1.5))
-    count = max(1, r.poisson(r.uniform(lo, hi) * n / SR))
-    if name == "footsteps":
+    if name == "footsteps":  # one step per period over the whole clip, with a little timing jitter
         period = SR / r.uniform(lo, hi)
-        starts = (np.arange(count) * period + r.normal(0, 0.03 * SR, count)).clip(0, n - 1).astype(int)
+        grid = np.arange(r.uniform(0, period), n, period)
+        starts = (grid + r.normal(0, 0.03 * SR, len(grid))).clip(0, n - 1).astype(int) if len(grid) else [0]
     else:
+        count = max(1, r.poisson(r.uniform(lo, hi) * n / SR))
         starts = np.sort(r.integers(0, max(1, n - SR // 10), count))
     for s in starts:
         e = EVENTS[name](r) * r.uniform(0.5, 1.0)
