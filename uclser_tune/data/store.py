@@ -48,8 +48,9 @@ class SplitStore:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             frames = torch.from_numpy(np.ascontiguousarray(self.frames)).to(device=device, dtype=dtype)
-        return ClipTensors(frames, *(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)
-                                     for a in (self.offsets, self.lengths, self.labels)), list(self.clip_ids))
+            index = [torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)
+                     for a in (self.offsets, self.lengths, self.labels)]
+        return ClipTensors(frames, *index, list(self.clip_ids))
 
 
 @dataclass

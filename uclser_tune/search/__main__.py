@@ -150,7 +150,7 @@ def run(args, space, exp_dir: Path, overrides: dict, base_cfg) -> int:
     print(f"experiment: {exp_dir}\nresults table: {summary['trials']}")
     if "best_config" in summary:
         print(f"best config: {summary['best_config']} (train it: python -m uclser_tune.train --config "
-              f"{summary['best_config']}; retrain: python -m uclser_tune.retrain {exp_dir})")
+              f"{summary['best_config']})")
     print(f"TensorBoard: tensorboard --logdir {exp_dir}")
     return 0
 
