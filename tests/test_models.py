@@ -35,6 +35,18 @@ def test_crnn_sequence_is_12_by_256():
     assert feats.permute(0, 2, 1, 3).flatten(2).shape == (2, 12, 256)
 
 
+def test_crnn_h_is_the_references_last_step_product():
+    """The reference: out, _ = rnn(x.permute(0, 2, 3, 1).reshape(B, T', -1)); h = out[:, -1, :64] * out[:, -1, 64:]."""
+    enc = build_encoder("crnn").eval()
+    x = torch.randn(2, 1, 101, 96)
+    feats = enc.features(x)
+    b, c, t, f = feats.shape
+    out, h_n = enc.gru(feats.permute(0, 2, 3, 1).reshape(b, t, f * c))
+    expected = out[:, -1].view(b, 2, 64)
+    torch.testing.assert_close(enc(x), expected[:, 0] * expected[:, 1])
+    assert not torch.allclose(enc(x), h_n[0] * h_n[1])  # not the final backward state
+
+
 def test_head_and_model():
     enc = build_encoder("vgg_like", 0.25)
     model = ContrastiveModel(enc, ProjectionHead(enc.embed_dim, 64, 32)).eval()

@@ -10,7 +10,7 @@ from uclser_tune.models.blocks import conv_bn_relu, scaled
 
 class Crnn(nn.Module):
     """3 conv5×5+BN+ReLU+max-pool blocks (pools (2,5), (2,4), (2,2) over (time, mel)) → (B, 12, C·2)
-    → bidirectional GRU; h = last forward state ⊙ last backward state, as the reference does."""
+    → bidirectional GRU; h = forward output ⊙ backward output at the last step, as the reference does."""
 
     def __init__(self, width: float = 1.0):
         super().__init__()
@@ -26,6 +26,9 @@ class Crnn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, C, T', F')
-        x = x.permute(0, 2, 1, 3).flatten(2)  # (B, T', C·F')
-        _, last = self.gru(x)  # (2, B, hidden): final forward and backward states
-        return last[0] * last[1]
+        x = x.permute(0, 2, 3, 1).flatten(2)  # (B, T', F'·C): the reference's feature order
+        out, _ = self.gru(x)  # (B, T', 2·hidden)
+        d = self.embed_dim
+        # the reference takes both directions' *outputs* at the last step: the backward one has seen
+        # only that step (not the backward final state, which has seen the whole sequence)
+        return out[:, -1, :d] * out[:, -1, d:]
