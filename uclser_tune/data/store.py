@@ -11,6 +11,7 @@ temporary folder that is renamed into place, so a crash never leaves a half stor
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -75,6 +76,16 @@ class FeatureStore:
                 index["offsets"], index["lengths"], index["labels"],
                 json.loads((path / f"{name}_clips.json").read_text()))
         return cls(path, meta["classes"], meta["mean"], meta["std"], meta["params"], splits, meta["skipped"])
+
+
+    def shareable(self) -> FeatureStore:
+        """The same store with plain-ndarray views of the memory maps. Pickling (Ray's object store)
+        ships plain arrays out of band, so every trial on a node maps the one shared copy; a memmap
+        subclass would be pickled in band and copied into every trial's private memory."""
+        splits = {n: dataclasses.replace(s, frames=np.asarray(s.frames), offsets=np.asarray(s.offsets),
+                                         lengths=np.asarray(s.lengths), labels=np.asarray(s.labels))
+                  for n, s in self.splits.items()}
+        return dataclasses.replace(self, splits=splits)
 
 
 def fingerprint(root: Path) -> str:

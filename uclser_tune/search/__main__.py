@@ -126,7 +126,7 @@ def run(args, space, exp_dir: Path, overrides: dict, base_cfg) -> int:
                                grace_period=space.asha["grace_period"],
                                reduction_factor=space.asha["reduction_factor"])
                  if space.asha else FIFOScheduler())
-    trainable = tune.with_resources(tune.with_parameters(run_trial, store=store), {"cpu": cpus, "gpu": gpus})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, store=store.shareable()), {"cpu": cpus, "gpu": gpus})
     run_config = tune.RunConfig(
         name=exp_dir.name, storage_path=str(exp_dir.parent),
         failure_config=tune.FailureConfig(max_failures=2),
