@@ -230,3 +230,37 @@ def test_real_drum_hits_load(tmp_path):
     assert len(store.splits["pretrain"].lengths) == 0  # curated: every train row is verified
     assert len(store.splits["val"].lengths) > 100 and len(store.classes) >= 5
     assert json.loads((tmp_path / "drums" / "store.json").read_text())["norm_basis"] == "val"
+
+
+def test_store_never_deletes_a_folder_that_is_not_a_store(synth, tmp_path):
+    victim = tmp_path / "mine"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetError, match="not a feature store"):
+        build_store(synth, victim)
+    assert (victim / "notes.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".mine.tmp*"))
+
+
+@pytest.mark.parametrize("column, value, words", [
+    ("manually_verified", "yes", ["manually_verified must be 0 or 1"]),
+    ("manually_verified", 2, ["manually_verified must be 0 or 1"]),
+    ("label", None, ["empty label"]),
+])
+def test_reader_rejects_bad_cells(synth, tmp_path, column, value, words):
+    root = copy_layout(synth, tmp_path / "d")
+    train = pd.read_csv(root / "FSDnoisy18k.meta" / "train.csv")
+    train[column] = train[column].astype(object)
+    train.loc[3, column] = value
+    train.to_csv(root / "FSDnoisy18k.meta" / "train.csv", index=False)
+    with pytest.raises(DatasetError, match=words[0]):
+        read_dataset(root)
+
+
+def test_stereo_in_either_layout_and_boolean_subset(clips):
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(2, 30000))
+    np.testing.assert_allclose(logmel(y, SR), logmel(y.T, SR))
+    np.testing.assert_allclose(logmel(y, SR), logmel(y.mean(0), SR))
+    mask = torch.tensor([True, False, True, False, False, True])
+    assert clips.subset(mask).clip_ids == ["c0", "c2", "c5"]

@@ -36,8 +36,8 @@ def mel_basis() -> np.ndarray:
 def preprocess(y: np.ndarray, sr: int) -> np.ndarray:
     """Mono, 22,050 Hz, centred and peak-scaled, at least 1 s (short clips tiled), float64."""
     y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 2:  # (n, channels) as soundfile returns it
-        y = y.mean(axis=1)
+    if y.ndim == 2:  # (n, channels) as soundfile returns it, or (channels, n) as librosa does
+        y = y.mean(axis=0 if y.shape[0] < y.shape[1] else 1)
     if sr != SR:
         y = librosa.resample(y, orig_sr=sr, target_sr=SR, res_type="soxr_hq")
     y = y - y.mean()

@@ -48,6 +48,14 @@ def read_dataset(root: str | Path) -> FsdDataset:
             raise DatasetError(f"missing folder {d} (expected the FSDnoisy18k layout under {root})")
     train = _read_csv(root / "FSDnoisy18k.meta" / "train.csv", TRAIN_COLUMNS)
     test = _read_csv(root / "FSDnoisy18k.meta" / "test.csv", TEST_COLUMNS)
+    for name, table in (("train.csv", train), ("test.csv", test)):
+        if table["label"].isna().any():
+            rows = [int(i) + 2 for i in table.index[table["label"].isna()][:5]]
+            raise DatasetError(f"{name}: empty label on line(s) {rows}")
+    flags = pd.to_numeric(train["manually_verified"], errors="coerce")
+    if not flags.isin([0, 1]).all():
+        rows = [int(i) + 2 for i in train.index[~flags.isin([0, 1])][:5]]
+        raise DatasetError(f"train.csv: manually_verified must be 0 or 1; not so on line(s) {rows}")
     classes = sorted(set(train["label"]))
     unseen = sorted(set(test["label"]) - set(classes))
     if unseen:
@@ -60,7 +68,7 @@ def read_dataset(root: str | Path) -> FsdDataset:
         out["label_id"] = out["label"].map(ids).astype(np.int64)
         return out
 
-    verified = train["manually_verified"].astype(int)
+    verified = flags.astype(int)
     splits = {
         "pretrain": table(train[verified == 0], dirs["train"]),
         "val": table(train[verified == 1], dirs["train"]),

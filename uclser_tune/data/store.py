@@ -96,7 +96,11 @@ def fingerprint(root: Path) -> str:
     for folder in ("FSDnoisy18k.audio_train", "FSDnoisy18k.audio_test"):
         with os.scandir(root / folder) as it:
             for e in sorted(it, key=lambda e: e.name):
-                st = e.stat()
+                try:
+                    st = e.stat()
+                except OSError:  # e.g. a broken link: extraction skips and lists it
+                    h.update(f"{folder}/{e.name}:unreadable\n".encode())
+                    continue
                 h.update(f"{folder}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
@@ -139,9 +143,12 @@ def _moments(arrays: list[np.ndarray]) -> tuple[float, float]:
 def build_store(data_root: str | Path, store_dir: str | Path, workers: int = 2) -> FeatureStore:
     """Extract (or reuse) the store of an FSDnoisy18k-layout folder."""
     from uclser_tune.data.features import PARAMS
-    from uclser_tune.data.fsd import SPLITS, read_dataset
+    from uclser_tune.data.fsd import SPLITS, DatasetError, read_dataset
 
     data_root, store_dir = Path(data_root).resolve(), Path(store_dir)
+    if store_dir.is_dir() and any(store_dir.iterdir()) and not (store_dir / "store.json").exists():
+        raise DatasetError(f"{store_dir} exists and is not a feature store; choose an empty or new folder "
+                           "(a store folder is replaced when it is rebuilt)")
     dataset = read_dataset(data_root)
     key = {"format": FORMAT_VERSION, "params": PARAMS, "fingerprint": fingerprint(data_root)}
     meta_path = store_dir / "store.json"
@@ -155,42 +162,46 @@ def build_store(data_root: str | Path, store_dir: str | Path, workers: int = 2) 
     tmp = store_dir.with_name(f".{store_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    all_skipped: list[tuple[str, str]] = []
-    kept: dict[str, list[np.ndarray]] = {}
-    splits_meta = {}
-    for name in SPLITS:
-        table = dataset.splits[name]
-        feats, skipped = extract_split(list(table["path"]), workers, desc=f"log-mel {name}")
-        all_skipped += skipped
-        ok = [i for i, f in enumerate(feats) if f is not None]
-        arrays = [feats[i] for i in ok]
-        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-        frames = np.concatenate(arrays) if arrays else np.zeros((0, PARAMS["n_mels"]), np.float32)
-        np.save(tmp / f"{name}_frames.npy", frames)
-        np.savez(tmp / f"{name}_index.npz", offsets=np.cumsum(lengths) - lengths, lengths=lengths,
-                 labels=table["label_id"].to_numpy()[ok].astype(np.int64))
-        (tmp / f"{name}_clips.json").write_text(json.dumps([str(table["fname"][i]) for i in ok]))
-        kept[name] = arrays
-        splits_meta[name] = {"clips": len(ok), "frames": int(lengths.sum()), "skipped": len(skipped)}
-    # a curated set without a noisy split (e.g. the drum set) normalises with all of its train clips
-    basis = kept["pretrain"] or kept["val"]
-    if not basis:
-        raise ValueError(f"{data_root}: no readable training clip")
-    mean, std = _moments(basis)
-    with open(tmp / "skipped.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["path", "reason"])
-        w.writerows(all_skipped)
-    meta = {**key, "classes": dataset.classes, "mean": mean, "std": std, "splits": splits_meta,
-            "norm_basis": "pretrain" if kept["pretrain"] else "val", "skipped": len(all_skipped),
-            "data_root": str(data_root), "extraction_seconds": time.perf_counter() - started}
-    (tmp / "store.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(store_dir, ignore_errors=True)
-    store_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, store_dir)
-    if all_skipped:
-        print(f"skipped {len(all_skipped)} unreadable file(s); listed in {store_dir / 'skipped.csv'}",
-              file=sys.stderr)
+    try:
+        all_skipped: list[tuple[str, str]] = []
+        kept: dict[str, list[np.ndarray]] = {}
+        splits_meta = {}
+        for name in SPLITS:
+            table = dataset.splits[name]
+            feats, skipped = extract_split(list(table["path"]), workers, desc=f"log-mel {name}")
+            all_skipped += skipped
+            ok = [i for i, f in enumerate(feats) if f is not None]
+            arrays = [feats[i] for i in ok]
+            lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+            frames = np.concatenate(arrays) if arrays else np.zeros((0, PARAMS["n_mels"]), np.float32)
+            np.save(tmp / f"{name}_frames.npy", frames)
+            np.savez(tmp / f"{name}_index.npz", offsets=np.cumsum(lengths) - lengths, lengths=lengths,
+                     labels=table["label_id"].to_numpy()[ok].astype(np.int64))
+            (tmp / f"{name}_clips.json").write_text(json.dumps([str(table["fname"][i]) for i in ok]))
+            kept[name] = arrays
+            splits_meta[name] = {"clips": len(ok), "frames": int(lengths.sum()), "skipped": len(skipped)}
+        # a curated set without a noisy split (e.g. the drum set) normalises with all of its train clips
+        basis = kept["pretrain"] or kept["val"]
+        if not basis:
+            raise DatasetError(f"{data_root}: no readable training clip")
+        mean, std = _moments(basis)
+        with open(tmp / "skipped.csv", "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["path", "reason"])
+            w.writerows(all_skipped)
+        meta = {**key, "classes": dataset.classes, "mean": mean, "std": std, "splits": splits_meta,
+                "norm_basis": "pretrain" if kept["pretrain"] else "val", "skipped": len(all_skipped),
+                "data_root": str(data_root), "extraction_seconds": time.perf_counter() - started}
+        (tmp / "store.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(store_dir, ignore_errors=True)
+        store_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, store_dir)
+        if all_skipped:
+            print(f"skipped {len(all_skipped)} unreadable file(s); listed in {store_dir / 'skipped.csv'}",
+                  file=sys.stderr)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built store behind
+        raise
     return FeatureStore.load(store_dir)
 
 

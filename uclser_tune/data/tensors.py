@@ -31,7 +31,8 @@ class ClipTensors:
 
     def subset(self, idx: torch.Tensor | list[int]) -> ClipTensors:
         """The chosen clips, re-packed into a new flat frame array."""
-        idx = torch.as_tensor(idx, dtype=torch.long, device=self.lengths.device)
+        idx = torch.as_tensor(idx, device=self.lengths.device)
+        idx = idx.nonzero()[:, 0] if idx.dtype == torch.bool else idx.long()
         lengths = self.lengths[idx]
         offsets = torch.cumsum(lengths, 0) - lengths
         rows = torch.repeat_interleave(self.offsets[idx] - offsets, lengths) + torch.arange(

@@ -65,11 +65,11 @@ def build_model(cfg: RunConfig) -> ContrastiveModel:
     return ContrastiveModel(encoder, ProjectionHead(encoder.embed_dim, cfg.model.proj_hidden, cfg.model.proj_dim))
 
 
-def pretrain_clips(store: FeatureStore) -> tuple[str, ClipTensors]:
+def pretrain_clips(store: FeatureStore, dtype: torch.dtype = torch.float32) -> tuple[str, ClipTensors]:
     """The clips pre-training sees. A curated set with no noisy split (e.g. the drum set) pre-trains on
     its clean train clips, labels unused."""
     name = "pretrain" if len(store.splits["pretrain"].lengths) else "val"
-    return name, store.splits[name].to_torch()
+    return name, store.splits[name].to_torch(dtype=dtype)
 
 
 def lr_milestones(cfg: RunConfig) -> list[int]:
@@ -95,9 +95,10 @@ def pretrain(
     device = resolve_device(t.device)
     torch.manual_seed(cfg.seed)
 
-    split_name, clips = pretrain_clips(store)
+    frames_dtype = getattr(torch, cfg.data.store_dtype)  # float16 halves the resident frames; views compute in fp32
+    split_name, clips = pretrain_clips(store, frames_dtype)
     clips = clips.to(device)
-    val = store.splits["val"].to_torch().to(device)
+    val = store.splits["val"].to_torch(dtype=frames_dtype).to(device)
     if len(clips) < 2:
         raise ValueError(f"pre-training needs at least 2 clips; the store's {split_name} split has {len(clips)}")
     batch_size = min(t.batch_size, len(clips))
