@@ -3,15 +3,13 @@
 Pre-trains one config with the same library call a search trial uses, evaluates kNN every
 ``eval.every`` epochs, and writes into the run dir: ``config.yaml``, ``metrics.csv``, TensorBoard
 scalars (``tb/``), ``checkpoint.pt`` (last epoch) and ``best.pt`` (best val kNN). Re-run with
-``--resume`` to continue after a crash or Ctrl-C. ``--linear`` / ``--finetune`` add the downstream
-evaluations after pre-training (results in ``downstream.json`` and ``downstream.md``).
+``--resume`` to continue after a crash or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,9 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="FSDnoisy18k-layout folder, or 'synthetic' (sets data.root)")
     p.add_argument("--out", type=Path, help="run dir (default: runs/train/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
-    p.add_argument("--linear", action="store_true", help="linear evaluation after pre-training")
-    p.add_argument("--finetune", action="store_true",
-                   help="fine-tuning (noisy and small-clean tasks) and the random-init baselines after pre-training")
     return p
 
 
@@ -130,30 +125,6 @@ def progress_bar():
     return on_batch
 
 
-def run_downstream(cfg: RunConfig, store, model, out: Path, linear: bool, finetune: bool) -> None:
-    from uclser_tune.training import downstream
-
-    results = []
-    if linear:
-        results.append(downstream.linear_eval(model.encoder, store, cfg))
-    if finetune:
-        for task in ("noisy", "clean"):
-            if task == "noisy" and not len(store.splits["pretrain"].lengths):
-                print(f"skipping fine-tuning task '{task}': the data set has no noisy split", file=sys.stderr)
-                continue
-            results.append(downstream.finetune(model.encoder, store, cfg, task=task))
-            results.append(downstream.supervised_baseline(cfg, store, task=task))
-    rows = [r.to_dict() for r in results]
-    (out / "downstream.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| task | mode | BN frozen | best epoch | val bAcc | test bAcc @ best val | test bAcc last |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['task']} | {r['mode']} | {r['bn_frozen']} | {r['best_epoch']} | {r['val_bacc_best']:.4f} "
-                     f"| {r['test_bacc_at_best_val']:.4f} | {r['test_bacc_last']:.4f} |")
-    (out / "downstream.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -165,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from uclser_tune.data.store import open_store
-    from uclser_tune.training import NonFiniteLossError, build_model, pretrain
+    from uclser_tune.training import NonFiniteLossError, pretrain
 
     store = open_store(cfg.data)
     if run.state is not None and run.state["epoch"] >= cfg.train.epochs:
@@ -193,10 +164,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"pre-training done in {time.perf_counter() - began:.0f} s; best val kNN {run.best:.4f}; "
               f"checkpoints in {out}")
-    if args.linear or args.finetune:
-        model = build_model(cfg)
-        model.load_state_dict(run.state["model"])
-        run_downstream(cfg, store, model, out, args.linear, args.finetune)
     return 0
 
 
