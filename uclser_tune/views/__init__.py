@@ -2,7 +2,8 @@
 
 from uclser_tune.views.mixback import mixback
 from uclser_tune.views.ops import OPS, build_op, validate_op_params
-from uclser_tune.views.pipeline import ViewPipeline
+from uclser_tune.views.pipeline import ViewParams, ViewPipeline
 from uclser_tune.views.sampling import gather_patches, sample_starts
 
-__all__ = ["OPS", "ViewPipeline", "build_op", "gather_patches", "mixback", "sample_starts", "validate_op_params"]
+__all__ = ["OPS", "ViewParams", "ViewPipeline", "build_op", "gather_patches", "mixback", "sample_starts",
+           "validate_op_params"]

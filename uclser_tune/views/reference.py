@@ -1,9 +1,10 @@
 """A per-sample NumPy transcription of the reference's default view chain (edufonseca/uclser20).
 
-Slow on purpose: one clip at a time, one op at a time, in float32 like the reference's data loader
-(``FSDnoisy18k.__getitem__`` then ``RandomResizedCrop_diy``, ``Compander``, ``GaussNoise``,
-``Normalize``). Drawing and applying are kept apart so that the tests can render the *same* random
-parameters that the batched pipeline drew, and ``benchmarks/views.py`` can time the reference's own
+One clip at a time, one op at a time, in float32, as the reference's data loader does it
+(``FSDnoisy18k.__getitem__``, then ``RandomResizedCrop_diy``, ``Compander``, ``GaussNoise``,
+``Normalize``): the obviously-correct reference for the tests and the baseline of the benchmark.
+Drawing and applying are kept apart so that the tests can render the *same* random parameters
+that the batched pipeline drew, and ``benchmarks/views.py`` can time the reference's own
 per-sample draws (NumPy's legacy generator and Python's ``random``, as the reference uses them).
 """
 
@@ -65,8 +66,8 @@ def rrc_params(rnd: random.Random, shape: tuple[int, int] = (T, F), scale: tuple
     for _ in range(10):
         area = rnd.uniform(*scale) * t * f
         aspect = math.exp(rnd.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        w = int(round(math.sqrt(area * aspect)))
-        h = int(round(math.sqrt(area / aspect)))
+        w = round(math.sqrt(area * aspect))
+        h = round(math.sqrt(area / aspect))
         if w <= f and h <= t:
             return rnd.randint(0, t - h), rnd.randint(0, f - w), h, w
     return 0, 0, t, f  # the reference's "central crop" is the whole patch when 3/4 <= 96/101 <= 4/3
@@ -77,7 +78,8 @@ def draw_views(lengths: np.ndarray, index: int, rs: np.random.RandomState, rnd: 
                sigma_max: float = 0.01) -> tuple[RefView, RefView]:
     """The reference's draws for the two views of clip ``index``, in its order."""
     room = int(lengths[index]) - patch
-    starts = [int(rs.randint(0, room)) if room > 0 else 0 for _ in range(2)]  # last start excluded, as there
+    # randint(0, room) leaves out the last valid start, as the reference does (the pipeline does not)
+    starts = [int(rs.randint(0, room)) if room > 0 else 0 for _ in range(2)]
     bgs = []
     while len(bgs) < 2:  # two distinct background clips, neither the clip itself
         j = int(rs.randint(0, len(lengths)))
