@@ -59,6 +59,9 @@ def test_smoke_search_end_to_end(tmp_path, tiny_store):
     best = load_config(exp / "best_config.yaml")
     assert best.train.epochs == 4 and best.data.synth_size == "tiny"
     assert "best config" in out.stdout and "top trials" in out.stdout
+    for row in table.itertuples():  # the last two checkpoints are kept (the snapshot may point to either)
+        kept = sorted(p.name for p in (exp / row.trial_dir).glob("checkpoint_*"))
+        assert kept == [f"checkpoint_{i:06d}" for i in range(row.epochs_run)][-2:], (row.trial_dir, kept)
 
 
 def test_sigkill_then_rerun_resumes_without_rerunning_trials(tmp_path, tiny_store):
@@ -74,7 +77,11 @@ def test_sigkill_then_rerun_resumes_without_rerunning_trials(tmp_path, tiny_stor
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     proc.wait()
     time.sleep(2)
-    run(cmd)
+    # as if a later session had been killed while Ray copied its snapshot: an empty newest state file
+    (exp / "experiment_state-9999-12-31_23-59-59.json").write_text("")
+    out = run(cmd)
+    assert "session 9999-12-31_23-59-59 is unreadable" in out.stderr and "resuming experiment" in out.stderr
+    assert (exp / "broken_state" / "experiment_state-9999-12-31_23-59-59.json").exists()
     table = pd.read_parquet(exp / "trials.parquet")
     assert len(table) == 5 and set(table.status) <= {"COMPLETE", "PRUNED"}
     assert table.optuna_number.is_unique
@@ -91,8 +98,15 @@ def test_non_finite_trial_fails_and_the_search_goes_on(tmp_path, tiny_store):
                  variants={"fine": {}, "diverges": {"train.tau": 1e-40}})
     path = tmp_path / "nan.yaml"
     path.write_text(yaml.safe_dump(space))
+    exp = tmp_path / "runs" / "nan"
     run(search(tmp_path, space=path, name="nan"))
-    table = pd.read_parquet(tmp_path / "runs" / "nan" / "trials.parquet").set_index("param_variant")
-    assert table.loc["fine", "status"] == "COMPLETE"
+    table = pd.read_parquet(exp / "trials.parquet").set_index("param_variant")
+    assert len(table) == 2 and table.loc["fine", "status"] == "COMPLETE"  # the grid ends cleanly, cells once
     assert table.loc["diverges", "status"] == "FAIL"
     assert "non-finite" in table.loc["diverges", "error"] and "tau=1e-40" in table.loc["diverges", "error"]
+    assert not list(exp.glob("trial_*/error.txt"))  # no trial errored in Ray (GridSampler's stop() did)
+    # a re-run resumes the grid: the FAILed cell runs again, the COMPLETE one does not
+    run(search(tmp_path, space=path, name="nan"))
+    table = pd.read_parquet(exp / "trials.parquet")
+    assert sorted(table.param_variant) == ["diverges", "diverges", "fine"]
+    assert sorted(t.state.name for t in study_of(exp).trials) == ["COMPLETE", "FAIL", "FAIL"]

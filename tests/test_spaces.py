@@ -79,6 +79,17 @@ OK = {"params": {"train.tau": {"float": [0.05, 0.5]}}, "epochs": 2}
     ({"epochs": 0}, ["epochs", "positive"]),
     ({"asha": {"grace": 2}}, ["asha.grace", "grace_period"]),
     ({"sampler": "grid"}, ["sampler", "grid needs variants"]),
+    ({"asha": {"reduction_factor": 1}}, ["asha.reduction_factor", "> 1"]),
+    ({"asha": {"reduction_factor": 0.5}}, ["asha.reduction_factor", "> 1"]),
+    ({"asha": {"grace_period": 3}}, ["asha.grace_period", "epochs (2)"]),
+    ({"asha": {"grace_period": 1.5}}, ["asha.grace_period", "integer"]),
+    ({"trials": {"num_samples": 2.5}}, ["trials.num_samples", "integer"]),
+    ({"trials": {"num_samples": 0}}, ["trials.num_samples", "integer > 0"]),
+    ({"trials": {"max_concurrent": -1}}, ["trials.max_concurrent", "integer > 0"]),
+    ({"resources": {"cpu": 0}}, ["resources.cpu", "> 0"]),
+    ({"params": {"views.mixback": {"categorical": [True, False], "when": "views.mixback_energy_adjust"},
+                 "views.mixback_energy_adjust": {"categorical": [True, False], "when": "views.mixback"}}},
+     ["when", "cycle", "views.mixback, views.mixback_energy_adjust"]),
 ])
 def test_malformed_spaces_name_file_key_and_reason(tmp_path, change, words):
     path = write(tmp_path, {**OK, **change})
@@ -103,3 +114,240 @@ def test_cli_exits_2_before_ray_starts(tmp_path):
     assert out.returncode == 2 and str(path) in out.stderr and "ops.candidates[1]" in out.stderr
     assert not (tmp_path / "runs").exists()
     assert "ray" not in out.stderr.lower().replace(str(path).lower(), "")
+
+
+def test_when_condition_does_not_depend_on_param_order(tmp_path):
+    # the gated param is listed before the param that gates it
+    path = write(tmp_path, {"params": {"views.mixback_alpha": {"float": [0.01, 0.1], "when": "views.mixback"},
+                                       "views.mixback": {"categorical": [True, False]}}, "epochs": 2})
+    space = load_space(path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        cfg = space.define_by_run(trial)["run_config"]
+        on = trial.params["views.mixback"]
+        assert ("views.mixback_alpha" in trial.params) == on and cfg["views"]["mixback"] == on
+        seen.add(on)
+        study.tell(trial, 0.5)
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "augs.yaml", "paper_ablations.yaml"])
+def test_config_for_rebuilds_a_trials_config(name):
+    space = load_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    overrides = {"train.epochs": 3, "eval.every": 1}
+    for _ in range(5):
+        trial = study.ask()
+        expected = space.define_by_run(trial, overrides)["run_config"]
+        assert space.config_for(trial.params, overrides).to_dict() == expected
+        assert space.config_for(trial.params).train.epochs == space.epochs
+        study.tell(trial, 0.5)
+    with pytest.raises(SpaceError, match="params do not match"):
+        space.config_for({})
+
+
+# ---------------------------------------------------------------- the search driver, before and without Ray
+
+def grid_space(tmp_path):
+    return load_space(write(tmp_path, {"sampler": "grid", "asha": None, "epochs": 2, "params": {"seed": {"categorical": [0, 1]}},
+                                       "variants": {"a": {}, "b": {"train.tau": 0.3}}}, "grid.yaml"))
+
+
+def finish(searcher, trial_id, error=False):
+    result = {"knn_acc": 0.5, "epoch": 2, "max_epochs": 2, "training_iteration": 2}
+    searcher.on_trial_complete(trial_id, None if error else result, error=error)
+
+
+def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(tmp_path):
+    from ray.tune.search import Searcher, SearchGenerator
+
+    from uclser_tune.search.results import storage_from
+    from uclser_tune.search.searcher import StudySearch, StudySearchGenerator
+
+    space = grid_space(tmp_path)
+
+    def searcher():
+        return StudySearch(space=space.define_by_run, metric="knn_acc", mode="max", study_name="g",
+                           sampler=optuna.samplers.RandomSampler(seed=0), grid_cells=space.grid_cells(),
+                           storage=storage_from("journal:g.journal", tmp_path))
+
+    first = searcher()
+    cells = []
+    for i in range(4):
+        config = first.suggest(f"t{i}")
+        cells.append((config["variant"], config["seed"]))
+        finish(first, f"t{i}", error=i == 1)  # no GridSampler: telling the last cell raises nothing
+    assert sorted(cells) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert first.suggest("t4") == Searcher.FINISHED
+    first.suggest("t5")  # asked again (a ConcurrencyLimiter does): still finished, no extra trial
+    assert len(first._ot_study.trials) == 4
+    first.save(str(tmp_path / "searcher.pkl"))
+
+    # a started trial that Ray never snapshotted: on resume it is closed FAIL and its cell re-run too
+    resumed = searcher()
+    resumed.restore(str(tmp_path / "searcher.pkl"))  # same study: the journal has the 4 trials
+    study = resumed._ot_study
+    assert [t.state.name for t in study.trials].count("FAIL") == 1
+    rerun = resumed.suggest("t6")
+    assert (rerun["variant"], rerun["seed"]) == cells[1]
+    finish(resumed, "t6")
+    assert resumed.suggest("t7") == Searcher.FINISHED
+
+    generator = StudySearchGenerator(first)
+    generator.set_state({"counter": 4, "total_samples": 10**9, "finished": True, "experiment": None})
+    assert not generator.is_finished()  # a restored grid asks its study again
+    plain = SearchGenerator(first)
+    plain.set_state({"counter": 4, "total_samples": 10**9, "finished": True, "experiment": None})
+    assert plain.is_finished()
+
+
+def test_resume_closes_unsnapshotted_trials_and_requeues_their_cells(tmp_path):
+    from uclser_tune.search.results import storage_from
+    from uclser_tune.search.searcher import StudySearch
+
+    space = grid_space(tmp_path)
+
+    def make():
+        return StudySearch(space=space.define_by_run, metric="knn_acc", mode="max", study_name="g",
+                           sampler=optuna.samplers.RandomSampler(seed=0), grid_cells=space.grid_cells(),
+                           storage=storage_from("journal:g.journal", tmp_path))
+    first = make()
+    first.suggest("t0")
+    finish(first, "t0")
+    first.save(str(tmp_path / "snapshot.pkl"))  # Ray's snapshot: one trial
+    late = first.suggest("t1")  # started after the snapshot, then the driver was killed
+    resumed = make()
+    resumed.restore(str(tmp_path / "snapshot.pkl"))
+    states = {t.number: t.state.name for t in resumed._ot_study.trials}
+    assert states[1] == "FAIL" and "RUNNING" not in states.values()
+    asked = [resumed.suggest(f"r{i}") for i in range(3)]
+    assert (late["variant"], late["seed"]) in {(c["variant"], c["seed"]) for c in asked}
+    for i in range(3):
+        finish(resumed, f"r{i}")
+    assert resumed.suggest("r3") == "FINISHED"
+    done = {(t.params["variant"], t.params["seed"]) for t in resumed._ot_study.trials if t.state.name == "COMPLETE"}
+    assert len(done) == 4
+
+
+def args_for(**kw):
+    from uclser_tune.search.__main__ import build_parser
+
+    extra = [x for k, v in kw.items() for x in (f"--{k.replace('_', '-')}", str(v)) if v is not True]
+    return build_parser().parse_args(["--space", "smoke.yaml", *extra, *[f"--{k}" for k, v in kw.items() if v is True]])
+
+
+def test_trial_resources(tmp_path, capsys):
+    from uclser_tune.search.__main__ import trial_resources
+
+    space = load_space(write(tmp_path, {**OK, "resources": {"cpu": 4, "gpu": 0.5}}))
+    head_only = {"CPU": 2}
+    # a cluster without GPU nodes yet (autoscaling from 0): the request stands
+    assert trial_resources(args_for(address="auto"), space, head_only) == (4, 0.5)
+    # a local Ray without a GPU: CPU with a warning; but more CPUs than there are is refused
+    assert trial_resources(args_for(cpus_per_trial=2), space, head_only) == (2, 0)
+    assert "no GPU" in capsys.readouterr().err
+    with pytest.raises(SpaceError, match="asks for 4 CPUs.*has 2 CPUs"):
+        trial_resources(args_for(), space, head_only)
+    # --smoke: 1 CPU, at most the GPUs there are
+    assert trial_resources(args_for(smoke=True), space, head_only) == (1, 0)
+    assert trial_resources(args_for(smoke=True), space, {"CPU": 16, "GPU": 1}) == (1, 0.5)
+    assert trial_resources(args_for(smoke=True, gpus_per_trial=2), space, {"CPU": 16, "GPU": 1}) == (1, 1)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--max-epochs", "2"], ["--max-epochs 2", "grace_period (3)"]),
+    (["--num-samples", "0"], ["--num-samples", "positive"]),
+    (["--cpus-per-trial", "0"], ["--cpus-per-trial", "> 0"]),
+])
+def test_cli_numbers_rejected_before_ray(tmp_path, capsys, argv, words):
+    from uclser_tune.search.__main__ import main
+
+    path = write(tmp_path, {**OK, "epochs": 5, "asha": {"grace_period": 3}})
+    assert main(["--space", str(path), "--storage-path", str(tmp_path / "runs"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):
+    import json
+
+    from uclser_tune.search.__main__ import main
+
+    path = write(tmp_path, OK)
+    exp = tmp_path / "runs" / "space"
+    exp.mkdir(parents=True)
+    meta = {"space": str(path), "space_digest": load_space(path).digest, "sampler_seed": 0, "num_samples": 32,
+            "overrides": {"train.epochs": 2, "eval.every": 1}}
+    (exp / "search.json").write_text(json.dumps(meta))
+    base = ["--space", str(path), "--storage-path", str(tmp_path / "runs")]
+    assert main([*base, "--num-samples", "40"]) == 2
+    assert "num_samples 32 (now 40)" in capsys.readouterr().err
+    assert main([*base, "--seed", "1"]) == 2
+    assert "sampler_seed 0 (now 1)" in capsys.readouterr().err
+
+
+def test_fresh_start_on_an_old_study_is_refused(tmp_path, capsys):
+    import json
+
+    from uclser_tune.search.__main__ import main
+    from uclser_tune.search.results import storage_from
+
+    path = write(tmp_path, OK)
+    exp = tmp_path / "runs" / "space"
+    exp.mkdir(parents=True)
+    meta = {"space": str(path), "space_digest": load_space(path).digest, "sampler_seed": 0, "num_samples": 32,
+            "overrides": {"train.epochs": 2, "eval.every": 1}}
+    (exp / "search.json").write_text(json.dumps(meta))
+    optuna.create_study(study_name="space", storage=storage_from("journal:optuna.journal", exp)).ask()
+    assert main(["--space", str(path), "--storage-path", str(tmp_path / "runs")]) == 2
+    assert "study has 1 trials but Ray saved no experiment state" in capsys.readouterr().err
+
+
+def fake_experiment(exp, sessions):
+    import pickle
+
+    exp.mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({}))
+    for session, text in sessions.items():
+        (exp / f"experiment_state-{session}.json").write_text(text)
+        (exp / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"s": session}))
+        (exp / f"search_gen_state-{session}.json").write_bytes(pickle.dumps({"counter": 1}))
+
+
+def test_broken_newest_snapshot_is_set_aside(tmp_path):
+    from uclser_tune.search.state import prepare_resume, sessions
+
+    exp = tmp_path / "exp"
+    fake_experiment(exp, {"2026-01-01_10-00-00": '{"trial_data": []}', "2026-01-01_11-00-00": '{"trial_da'})
+    notes = prepare_resume(exp)
+    assert len(notes) == 1 and "2026-01-01_11-00-00" in notes[0] and "unreadable" in notes[0]
+    assert sessions(exp) == ["2026-01-01_10-00-00"]
+    assert sorted(p.name for p in (exp / "broken_state").iterdir()) == [
+        "experiment_state-2026-01-01_11-00-00.json", "search_gen_state-2026-01-01_11-00-00.json",
+        "searcher-state-2026-01-01_11-00-00.pkl"]
+    assert prepare_resume(exp) == []  # now clean
+
+
+def test_truncated_searcher_state_also_breaks_a_snapshot(tmp_path):
+    from uclser_tune.search.state import prepare_resume, sessions
+
+    exp = tmp_path / "exp"
+    fake_experiment(exp, {"a": "{}", "b": "{}"})
+    (exp / "searcher-state-b.pkl").write_bytes(b"")
+    assert "searcher-state-b.pkl" in prepare_resume(exp)[0]
+    assert sessions(exp) == ["a"]
+
+
+@pytest.mark.parametrize("broken", ["only_snapshot", "tuner"])
+def test_unresumable_experiment_is_refused_with_a_reason(tmp_path, broken):
+    from uclser_tune.search.state import StateError, prepare_resume
+
+    exp = tmp_path / "exp"
+    fake_experiment(exp, {"a": "" if broken == "only_snapshot" else "{}"})
+    if broken == "tuner":
+        (exp / "tuner.pkl").write_bytes(b"\x80")
+    with pytest.raises(StateError, match="another --name"):
+        prepare_resume(exp)

@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from uclser_tune.search.spaces import SpaceError, load_space
+from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
 
+REUSE_ACTORS = True  # a trial starts in an idle worker of a finished one: ~3 s less per trial start
 SMOKE = {"data.synth_size": "tiny", "model.width": 0.125, "model.proj_hidden": 64, "model.proj_dim": 32,
          "train.max_batches_per_epoch": 3, "eval.knn_k": 10}
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space = load_space(args.space)
+        check_args(args, space)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - a bad override is a usage error
         print(f"error: {err}", file=sys.stderr)
         return 2
+    num_samples = args.num_samples or (space.grid_size() if space.sampler == "grid" else space.trials["num_samples"])
+    if args.smoke and not args.num_samples:
+        num_samples = min(num_samples, 6)
     meta_path = exp_dir / "search.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -73,30 +78,92 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exp_dir} was started with another space file or options ({meta['space']}, "
                   f"{meta['overrides']}); use another --name to start a new experiment", file=sys.stderr)
             return 2
-    return run(args, space, exp_dir, overrides, base_cfg)
+        # Ray's restored experiment keeps its trial count and the restored searcher its seeded sampler
+        changed = {k: (meta[k], v) for k, v in {"num_samples": num_samples, "sampler_seed": args.seed}.items()
+                   if k in meta and meta[k] != v}
+        if changed:
+            print(f"error: {exp_dir} was started with " + ", ".join(f"{k} {old} (now {new})" for k, (old, new)
+                                                                  in changed.items())
+                  + "; a resumed search keeps them: re-run with the original values, or use another --name",
+                  file=sys.stderr)
+            return 2
+    return run(args, space, exp_dir, overrides, base_cfg, num_samples)
 
 
-def run(args, space, exp_dir: Path, overrides: dict, base_cfg) -> int:
-    import optuna
+def check_args(args: argparse.Namespace, space: SearchSpace) -> None:
+    """Numbers from the command line get the space file's checks (before Ray starts)."""
+    for flag, value in (("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
+                        ("--max-concurrent", args.max_concurrent)):
+        if value is not None and value < 1:
+            raise SpaceError(f"{flag}: got {value}; expected a positive integer")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise SpaceError(f"--cpus-per-trial: got {args.cpus_per_trial:g}; expected > 0")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise SpaceError(f"--gpus-per-trial: got {args.gpus_per_trial:g}; expected >= 0")
+    epochs = args.max_epochs or space.epochs
+    if space.asha and space.asha["grace_period"] > epochs:
+        raise SpaceError(f"--max-epochs {epochs} is less than the space's asha.grace_period "
+                         f"({space.asha['grace_period']}); ASHA needs grace_period <= the epoch budget")
+
+
+def trial_resources(args: argparse.Namespace, space: SearchSpace, cluster: dict[str, float]) -> tuple[float, float]:
+    """CPUs and GPUs per trial. On a cluster (``--address``) the request stands even when no node has it
+    yet (the autoscaler adds GPU workers); on a local Ray a GPU request without a GPU falls back to CPU
+    and a request larger than the machine is refused (Ray would wait for it forever). ``--smoke`` asks
+    for 1 CPU and at most the GPUs there are."""
+    cpus = args.cpus_per_trial or (1 if args.smoke else space.resources.get("cpu", 1))
+    gpus = space.resources.get("gpu", 0) if args.gpus_per_trial is None else args.gpus_per_trial
+    have_cpus, have_gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    if args.smoke:
+        gpus = min(gpus, have_gpus)
+    if args.address:
+        return cpus, gpus
+    if gpus and not have_gpus:
+        print("warning: no GPU in this Ray cluster; running trials on CPU", file=sys.stderr)
+        gpus = 0
+    if cpus > have_cpus or gpus > have_gpus:
+        raise SpaceError(f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs but this machine's Ray has "
+                         f"{have_cpus:g} CPUs and {have_gpus:g} GPUs; pass --cpus-per-trial / --gpus-per-trial "
+                         f"that fit (or --smoke)")
+    return cpus, gpus
+
+
+def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, overrides: dict, base_cfg, num_samples: int) -> int:
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from uclser_tune.data.store import open_store
     from uclser_tune.search import results
-    from uclser_tune.search.searcher import StudySearch
+    from uclser_tune.search.state import StateError, prepare_resume
     from uclser_tune.search.trainable import run_trial
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # Ray's experiment snapshot: at most 5 s stale
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
-    exp_dir.mkdir(parents=True, exist_ok=True)
     storage = args.storage_url or "journal:optuna.journal"
+    resume = tune.Tuner.can_restore(str(exp_dir))
+    try:
+        if resume:
+            for note in prepare_resume(exp_dir):
+                print(f"warning: {note}", file=sys.stderr)
+        elif (exp_dir / results.META_FILE).exists():
+            n = len(results.open_study(exp_dir, {"study_name": exp_dir.name, "storage": storage}).trials)
+            if n:
+                raise StateError(f"{exp_dir}: the Optuna study has {n} trials but Ray saved no experiment state "
+                                 f"to resume them (killed at start-up?); use another --name to start a new experiment")
+    except StateError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyError:  # no study of that name yet: nothing to resume
+        pass
+    exp_dir.mkdir(parents=True, exist_ok=True)
     meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides, "storage": storage,
-            "study_name": exp_dir.name, "sampler_seed": args.seed, "versions": versions()}
-    (exp_dir / results.META_FILE).write_text(json.dumps(meta, indent=1))
+            "study_name": exp_dir.name, "sampler_seed": args.seed, "num_samples": num_samples,
+            "versions": versions()}
+    tmp = exp_dir / f".{results.META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(exp_dir / results.META_FILE)  # atomic: a kill never leaves a truncated search.json
 
     print(f"data: {base_cfg.data.root} ({base_cfg.data.synth_size if base_cfg.data.root == 'synthetic' else ''})",
           file=sys.stderr)
@@ -105,42 +172,21 @@ def run(args, space, exp_dir: Path, overrides: dict, base_cfg) -> int:
     if args.node_ip_address:
         init["_node_ip_address"] = args.node_ip_address
     ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False, **init)
-    gpus = space.resources.get("gpu", 0) if args.gpus_per_trial is None else args.gpus_per_trial
-    if gpus and not ray.cluster_resources().get("GPU"):
-        print("warning: no GPU in this Ray cluster; running trials on CPU", file=sys.stderr)
-        gpus = 0
-    cpus = args.cpus_per_trial or space.resources.get("cpu", 1)
-    num_samples = args.num_samples or (space.grid_size() if space.sampler == "grid" else space.trials["num_samples"])
-    if args.smoke and not args.num_samples:
-        num_samples = min(num_samples, 6)
+    try:
+        cpus, gpus = trial_resources(args, space, ray.cluster_resources())
+    except SpaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        ray.shutdown()
+        return 2
     max_concurrent = args.max_concurrent or space.trials.get("max_concurrent")
 
-    trial_overrides = {**overrides, "train.num_threads": max(1, int(cpus))}
-    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=args.seed),
-               "random": lambda: optuna.samplers.RandomSampler(seed=args.seed),
-               "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=args.seed)}[space.sampler]()
-    searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc", mode="max", sampler=sampler,
-                           storage=results.storage_from(storage, exp_dir), study_name=exp_dir.name)
-    search_alg = ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=base_cfg.train.epochs,
-                               grace_period=space.asha["grace_period"],
-                               reduction_factor=space.asha["reduction_factor"])
-                 if space.asha else FIFOScheduler())
     trainable = tune.with_resources(tune.with_parameters(run_trial, store=store.shareable()), {"cpu": cpus, "gpu": gpus})
-    run_config = tune.RunConfig(
-        name=exp_dir.name, storage_path=str(exp_dir.parent),
-        failure_config=tune.FailureConfig(max_failures=2),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="knn_acc",
-                                                checkpoint_score_order="max"),
-        verbose=1,
-    )
-    if tune.Tuner.can_restore(str(exp_dir)):
+    if resume:
         print(f"resuming experiment {exp_dir}", file=sys.stderr)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
     else:
-        tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
-            search_alg=search_alg, scheduler=scheduler, num_samples=num_samples, metric="knn_acc", mode="max",
-            trial_dirname_creator=trial_dirname))
+        tuner = tune.Tuner(trainable, run_config=run_config(exp_dir), tune_config=tune_config(
+            space, args, overrides, cpus, num_samples, max_concurrent, base_cfg.train.epochs, exp_dir, storage))
     tuner.fit()
     summary = results.write_results(exp_dir)
     table = results.trials_table(exp_dir)
@@ -153,6 +199,49 @@ def run(args, space, exp_dir: Path, overrides: dict, base_cfg) -> int:
               f"{summary['best_config']})")
     print(f"TensorBoard: tensorboard --logdir {exp_dir}")
     return 0
+
+
+def tune_config(space: SearchSpace, args: argparse.Namespace, overrides: dict, cpus: float, num_samples: int,
+                max_concurrent: int | None, epochs: int, exp_dir: Path, storage: str):
+    """A grid enqueues its cells (the first ``num_samples``, all by default) in the study and ends when none
+    is left (Ray's sample count: unbounded, so a resume can re-run failed cells); TPE and random run
+    ``num_samples`` trials."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from uclser_tune.search import results
+    from uclser_tune.search.searcher import StudySearch, StudySearchGenerator
+
+    trial_overrides = {**overrides, "train.num_threads": max(1, int(cpus))}
+    sampler = (optuna.samplers.TPESampler(seed=args.seed) if space.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=args.seed))  # a grid's cells are all enqueued
+    searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc",
+                           mode="max", sampler=sampler, storage=results.storage_from(storage, exp_dir),
+                           study_name=exp_dir.name, grid_cells=space.grid_cells()[:num_samples])
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.asha["grace_period"],
+                               reduction_factor=space.asha["reduction_factor"])
+                 if space.asha else FIFOScheduler())
+    return tune.TuneConfig(
+        search_alg=StudySearchGenerator(ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher),
+        scheduler=scheduler, num_samples=-1 if space.sampler == "grid" else num_samples, metric="knn_acc",
+        mode="max", trial_dirname_creator=trial_dirname, reuse_actors=REUSE_ACTORS)
+
+
+def run_config(exp_dir: Path):
+    """Checkpoints: the last two per trial. Ray's experiment snapshot can lag the newest checkpoint by one
+    (it is written after the checkpoint is registered); keeping only one would delete the checkpoint a
+    snapshot taken just before points to, and a resume after a kill would then fail to restore it."""
+    from ray import tune
+
+    return tune.RunConfig(
+        name=exp_dir.name, storage_path=str(exp_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="training_iteration",
+                                                checkpoint_score_order="max"),
+        verbose=1,
+    )
 
 
 def trial_dirname(trial) -> str:

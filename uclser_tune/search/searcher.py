@@ -6,17 +6,58 @@ snapshot, so reporting to a trial the study already closed raises. This subclass
 trial stopped before its epoch budget (intermediate values kept), FAIL on errors and non-finite
 values, skips trials the study has already finished, and on restore closes study trials that Ray
 never snapshotted (they will not come back) as FAIL.
+
+Grids: Optuna's GridSampler calls ``study.stop()`` once the grid is used up, which raises outside
+``study.optimize`` and so errors the last trial. Instead every cell is enqueued once in a fresh study,
+the searcher reports FINISHED when none is waiting, and on restore the cells left without a live or
+finished-OK trial (FAIL, or closed FAIL above) are enqueued again, so a resumed grid completes.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
+
+DONE_OR_LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def cells_to_rerun(cells: list[dict[str, Any]], trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """Grid cells with no COMPLETE, PRUNED, RUNNING or WAITING trial (never run, or only FAILed)."""
+    covered = {tuple(sorted(t.params.items())) for t in trials if t.state in DONE_OR_LIVE}
+    covered |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
+                for t in trials if t.state == TrialState.WAITING}
+    return [cell for cell in cells if tuple(sorted(cell.items())) not in covered]
+
+
+class StudySearchGenerator(SearchGenerator):
+    """Ray's generator latches "the searcher said FINISHED" into its saved state; a restored grid must
+    ask the study again (it may have cells to re-run), so the latch is not restored."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state({**state, "finished": False})
 
 
 class StudySearch(OptunaSearch):
+    def __init__(self, *args: Any, grid_cells: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        self._grid_cells = grid_cells or []
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode: str) -> None:
+        super()._setup_study(mode)
+        if self._grid_cells and not self._ot_study.get_trials(deepcopy=False):
+            for cell in self._grid_cells:
+                self._ot_study.enqueue_trial(cell)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if (self._grid_cells and trial_id not in self._ot_trials
+                and not self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
     def _finished(self, trial_id: str) -> bool:
         ot_trial = self._ot_trials[trial_id]
         return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
@@ -47,6 +88,10 @@ class StudySearch(OptunaSearch):
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         known = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        # WAITING trials are enqueued grid cells nobody has started: they stay in the queue
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen._trial_id not in known:
                 self._ot_study.tell(frozen.number, None, state=TrialState.FAIL)
+        if self._grid_cells:
+            for cell in cells_to_rerun(self._grid_cells, self._ot_study.get_trials(deepcopy=False)):
+                self._ot_study.enqueue_trial(cell)

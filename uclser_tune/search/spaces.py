@@ -158,16 +158,31 @@ class SearchSpace:
             node[leaf] = value
         return tree
 
+    def config_for(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
+        """The run config of a trial from its Optuna params (``param_*`` of the trials table, or
+        ``FrozenTrial.params``), so retraining and analysis rebuild a trial exactly as the search ran it;
+        pass the experiment's ``overrides`` (search.json) to get its epoch budget and CLI settings too."""
+        try:
+            tree = self.define_by_run(optuna.trial.FixedTrial(params), overrides)["run_config"]
+        except ValueError as err:  # FixedTrial: a param this space suggests is missing
+            raise SpaceError(f"{self.path}: params do not match this space: {err}") from None
+        return config_from_dict(tree)
+
     def grid(self) -> dict[str, list] | None:
-        """Optuna GridSampler's space for ``sampler: grid`` (variants × seeds)."""
+        """The axes of a ``sampler: grid`` space (variant × categorical params), else None."""
         if self.sampler != "grid":
             return None
         grid = {"variant": list(self.variants)}
         grid.update({k: d.choices for k, d in self.params.items()})
         return grid
 
+    def grid_cells(self) -> list[dict[str, Any]]:
+        """Every cell of the grid once, as Optuna params to enqueue (in the file's order)."""
+        axes = self.grid() or {}
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
+
     def grid_size(self) -> int:
-        return len(list(itertools.product(*self.grid().values()))) if self.grid() else 0
+        return len(self.grid_cells())
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -207,18 +222,37 @@ def load_space(name: str | Path) -> SearchSpace:
         raise SpaceError(f"{path}: {err}") from None
 
 
-def _ints(section: Any, name: str, allowed: dict[str, int | None]) -> dict[str, int]:
+def _numbers(section: Any, name: str, allowed: dict[str, tuple[Any, type, float]]) -> dict[str, Any]:
+    """A mapping of positive numbers: ``allowed`` maps key → (default or None, int/float, exclusive lower
+    bound), e.g. ASHA's reduction factor must exceed 1 and a trial count must be a whole number."""
     if not isinstance(section, dict):
         raise SpaceError(f"{name}: expected a mapping with keys {', '.join(allowed)}")
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise SpaceError(f"{name}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
-    out = {k: v for k, v in allowed.items() if v is not None}
+    out = {k: default for k, (default, _, _) in allowed.items() if default is not None}
     for k, v in section.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise SpaceError(f"{name}.{k}: got {v!r}; expected a positive number")
+        _, kind, above = allowed[k]
+        numeric = (int,) if kind is int else (int, float)
+        if isinstance(v, bool) or not isinstance(v, numeric) or not v > above:
+            what = "an integer" if kind is int else "a number"
+            raise SpaceError(f"{name}.{k}: got {v!r}; expected {what} > {above:g}")
         out[k] = v
     return out
+
+
+def _when_order(params: dict[str, Dist]) -> dict[str, Dist]:
+    """Params in an order where every ``when:`` key is sampled before the params it gates (the file's
+    order otherwise), so a condition never depends on where a param is listed; cycles are rejected."""
+    ordered: dict[str, Dist] = {}
+    while len(ordered) < len(params):
+        ready = [k for k, d in params.items()
+                 if k not in ordered and (d.when is None or d.when not in params or d.when in ordered)]
+        if not ready:
+            cycle = sorted(k for k in params if k not in ordered)
+            raise SpaceError(f"params.{cycle[0]}.when: the conditions of {', '.join(cycle)} form a cycle")
+        ordered.update((k, params[k]) for k in ready[:1])
+    return ordered
 
 
 def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
@@ -239,6 +273,7 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     for key, dist in params.items():
         if dist.when is not None and dist.when not in params and dist.when not in base:
             raise SpaceError(f"params.{key}.when: {dist.when!r} is neither searched nor in base")
+    params = _when_order(params)
 
     ops = raw.get("ops") or {}
     if not isinstance(ops, dict):
@@ -298,9 +333,13 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise SpaceError(f"epochs: got {epochs!r}; expected a positive integer")
     asha = raw.get("asha", {})
-    asha = None if asha is None else _ints(asha, "asha", {"grace_period": 1, "reduction_factor": 3})
-    trials = _ints(raw.get("trials", {}), "trials", {"num_samples": 32, "max_concurrent": None})
-    resources = _ints(raw.get("resources", {}), "resources", {"cpu": 1, "gpu": None})
+    if asha is not None:
+        asha = _numbers(asha, "asha", {"grace_period": (1, int, 0), "reduction_factor": (3, float, 1)})
+        if asha["grace_period"] > epochs:
+            raise SpaceError(f"asha.grace_period: {asha['grace_period']} is more than epochs ({epochs}); "
+                             f"ASHA needs grace_period <= the epoch budget")
+    trials = _numbers(raw.get("trials", {}), "trials", {"num_samples": (32, int, 0), "max_concurrent": (None, int, 0)})
+    resources = _numbers(raw.get("resources", {}), "resources", {"cpu": (1, float, 0), "gpu": (None, float, 0)})
     sampler = raw.get("sampler", "tpe")
     if sampler not in ("tpe", "grid", "random"):
         raise SpaceError(f"sampler: got {sampler!r}; allowed: tpe, grid, random")

@@ -1,0 +1,73 @@
+"""Is Ray's saved experiment state in an experiment dir usable for a resume?
+
+Ray snapshots an experiment as three files per driver session (``experiment_state-<s>.json``,
+``searcher-state-<s>.pkl``, ``search_gen_state-<s>.json``) and copies them into the experiment dir
+non-atomically; a kill during that copy leaves a truncated newest snapshot, and Ray's restore then
+crashes on it. Here a broken newest session is set aside (``broken_state/``) so Ray resumes from the
+previous good one, and a dir with no usable snapshot is refused with a message instead of silently
+starting a new Ray experiment on top of the old Optuna study.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+BROKEN_DIR = "broken_state"
+TUNER_FILE = "tuner.pkl"
+SESSION_FILES = {"experiment_state-{}.json": json.loads, "searcher-state-{}.pkl": pickle.loads,
+                 "search_gen_state-{}.json": pickle.loads}
+
+
+class StateError(RuntimeError):
+    """The experiment dir holds a search that cannot be resumed; the message says why and what to do."""
+
+
+def _readable(path: Path, load) -> bool:
+    try:
+        load(path.read_bytes())
+    except Exception:  # noqa: BLE001 - any failure to load means a truncated or corrupt file
+        return False
+    return True
+
+
+def sessions(exp_dir: Path) -> list[str]:
+    """Ray driver sessions with a snapshot in ``exp_dir``, oldest first (their names sort by time)."""
+    prefix, suffix = "experiment_state-", ".json"
+    return sorted(p.name[len(prefix):-len(suffix)] for p in exp_dir.glob(f"{prefix}*{suffix}"))
+
+
+def broken_files(exp_dir: Path, session: str) -> list[Path]:
+    """Files of one session's snapshot that do not load (its experiment state must exist)."""
+    out = []
+    for template, load in SESSION_FILES.items():
+        path = exp_dir / template.format(session)
+        if (path.exists() or template.startswith("experiment_state")) and not _readable(path, load):
+            out.append(path)
+    return out
+
+
+def prepare_resume(exp_dir: Path) -> list[str]:
+    """Make the newest good snapshot the one Ray resumes from; return what was done, as messages.
+
+    Raises StateError when Ray's tuner file is unreadable or no session's snapshot loads."""
+    if not _readable(exp_dir / TUNER_FILE, pickle.loads):
+        raise StateError(f"{exp_dir / TUNER_FILE} is unreadable (truncated by a kill?); the experiment cannot be "
+                         f"resumed: use another --name to start a new one")
+    notes = []
+    for session in reversed(sessions(exp_dir)):
+        broken = broken_files(exp_dir, session)
+        if not broken:
+            return notes
+        (exp_dir / BROKEN_DIR).mkdir(exist_ok=True)
+        for template in SESSION_FILES:
+            path = exp_dir / template.format(session)
+            if path.exists():
+                path.rename(exp_dir / BROKEN_DIR / path.name)
+        notes.append(f"Ray's snapshot of session {session} is unreadable ({', '.join(p.name for p in broken)}: "
+                     f"the driver was probably killed while writing it); moved to {BROKEN_DIR}/ and resuming "
+                     f"from the previous snapshot")
+    raise StateError(f"{exp_dir}: no readable Ray experiment snapshot (experiment_state-*.json) to resume from"
+                     + (f" ({'; '.join(notes)})" if notes else "")
+                     + "; trials of the killed run cannot be resumed: use another --name to start a new experiment")
