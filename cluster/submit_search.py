@@ -7,9 +7,11 @@
 ``UCLSER_OPTUNA_URL`` is set on the head, ``--storage-url $UCLSER_OPTUNA_URL``. Submitting the same
 arguments again resumes the experiment.
 
-The GPU workers scale from zero, and the search runs its trials on CPU when the cluster has no GPU
-at the moment it starts; so when the trials want GPUs, this first asks the autoscaler for (at least)
-one GPU node, waits for it (up to 20 minutes) and withdraws the request when the search ends.
+The GPU workers scale from zero. The search keeps its per-trial GPU request on a cluster (the
+autoscaler starts GPU nodes for the waiting trials), but a missing GPU quota or a wrong AMI would
+then only show as trials that never start; so when the trials want GPUs, this first asks the
+autoscaler for one GPU node, waits for it (up to 20 minutes, with a clear error after that) and
+withdraws the request when the search ends.
 """
 
 from __future__ import annotations
