@@ -4,12 +4,18 @@ Pre-trains one config with the same library call a search trial uses, evaluates 
 ``eval.every`` epochs, and writes into the run dir: ``config.yaml``, ``metrics.csv``, TensorBoard
 scalars (``tb/``), ``checkpoint.pt`` (last epoch) and ``best.pt`` (best val kNN). Re-run with
 ``--resume`` to continue after a crash or Ctrl-C.
+
+``--linear`` / ``--finetune`` then evaluate the final encoder downstream (SPEC §4): linear evaluation,
+and fine-tuning on the noisy and the small clean task. One row per task goes to ``downstream.csv``
+(columns below); ``downstream.json`` adds each task's per-epoch history. A task whose training split
+the data set lacks (no noisy split) is skipped with a message.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,11 +28,14 @@ METRIC_FIELDS = ["epoch", "loss", "lr", "clips_per_s", "epoch_seconds", "samplin
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from uclser_tune.training.downstream import ROW_COLUMNS
+
+    columns = "\n".join(f"  {name:<20} {meaning}" for name, meaning in ROW_COLUMNS.items())
     p = argparse.ArgumentParser(
         prog="python -m uclser_tune.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Config keys (defaults are the paper's):\n" + describe_config(),
+        epilog=f"downstream.csv columns:\n{columns}\n\nConfig keys (defaults are the paper's):\n" + describe_config(),
     )
     p.add_argument("--config", type=Path, help="run config YAML (missing keys take the paper's defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -34,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="FSDnoisy18k-layout folder, or 'synthetic' (sets data.root)")
     p.add_argument("--out", type=Path, help="run dir (default: runs/train/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
+    p.add_argument("--linear", action="store_true", help="linear evaluation of the final encoder after pre-training")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune the final encoder on the noisy and the small clean task after pre-training")
     return p
 
 
@@ -125,6 +137,28 @@ def progress_bar():
     return on_batch
 
 
+def run_downstream(tasks: list[str], cfg: RunConfig, store, state: dict[str, Any], out: Path) -> None:
+    """Run the downstream tasks on the state's encoder; write downstream.csv and downstream.json."""
+    from uclser_tune.training.downstream import ROW_COLUMNS, NoTrainingClipsError, encoder_state_of, run_task
+
+    results = []
+    for task in tasks:
+        print(f"downstream {task} ({cfg.downstream.epochs} epochs)", file=sys.stderr)
+        try:
+            result = run_task(task, cfg, store, encoder_state_of(state), progress=progress_bar())
+        except NoTrainingClipsError as err:
+            print(f"skipping {task}: {err}", file=sys.stderr)
+            continue
+        results.append(result)
+        print(f"{task}: test bAcc {result.test_bacc:.4f} at best val epoch {result.best_epoch} "
+              f"(val {result.val_bacc:.4f}; last epoch {result.test_bacc_last:.4f})", flush=True)
+    with open(out / "downstream.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(ROW_COLUMNS))
+        w.writeheader()
+        w.writerows(r.to_row() for r in results)
+    (out / "downstream.json").write_text(json.dumps([{**r.to_row(), "history": r.history} for r in results], indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -164,6 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"pre-training done in {time.perf_counter() - began:.0f} s; best val kNN {run.best:.4f}; "
               f"checkpoints in {out}")
+    tasks = (["linear"] if args.linear else []) + (["finetune_noisy", "finetune_clean"] if args.finetune else [])
+    if tasks:
+        from uclser_tune.training.downstream import DownstreamLossError
+
+        try:
+            run_downstream(tasks, cfg, store, run.state, out)
+        except DownstreamLossError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
 
 
