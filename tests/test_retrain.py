@@ -1,0 +1,116 @@
+"""Retraining: the CLI on a small experiment (2 seeds × 1 epoch), its table against a hand computation,
+resuming, and its errors. The experiment dir is written by hand from the smoke space (a trials table
+with two complete trials), so no search has to run here."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from uclser_tune.retrain import summarise
+from uclser_tune.search.spaces import load_space
+
+pytestmark = pytest.mark.slow
+TINY = ["--set", "data.synth_size=tiny", "--set", "model.width=0.125", "--set", "model.proj_hidden=32",
+        "--set", "model.proj_dim=16", "--set", "train.max_batches_per_epoch=2", "--set", "train.batch_size=16",
+        "--set", "eval.knn_k=5", "--set", "downstream.batch_size=32", "--set", "train.num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, tiny_store):
+    space = load_space("smoke.yaml")
+    overrides = {"train.epochs": 4, "eval.every": 1}
+    exp = tmp_path_factory.mktemp("exp") / "smoke"
+    exp.mkdir()
+    (exp / "search.json").write_text(json.dumps({"space": str(space.path), "overrides": overrides}))
+    rows = []
+    for number, (tau, ops, knn) in enumerate([(0.1, ["noise", "rrc"], 0.30), (0.3, ["rrc"], 0.40),
+                                             (0.2, [], 0.90)]):
+        cfg = space.build({**overrides, "train.tau": tau, "views.ops": ops})
+        rows.append({"optuna_number": number, "status": "PRUNED" if knn > 0.5 else "COMPLETE",
+                     "last_knn": knn, "config_yaml": cfg.to_yaml()})
+    pd.DataFrame(rows).to_parquet(exp / "trials.parquet")
+    return exp
+
+
+def retrain(exp: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "uclser_tune.retrain", str(exp), "--seeds", "2", "--epochs", "1",
+                           "--downstream-epochs", "1", *TINY, *extra], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def retrained(experiment):
+    proc = retrain(experiment)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return experiment / "retrain", proc
+
+
+def test_best_complete_trial_default_and_random_init_for_every_seed(retrained):
+    out, _ = retrained
+    runs = pd.read_csv(out / "runs.csv")
+    # the best *complete* trial (number 1; the pruned one with a higher kNN is out of scope)
+    assert list(zip(runs["name"], runs["seed"])) == [
+        ("trial_1", 0), ("default", 0), ("random_init", 0), ("trial_1", 1), ("default", 1), ("random_init", 1)]
+    pretrained = runs[runs["init"] == "pretrained"]
+    for col in ("knn_val", "knn_test", "linear", "finetune_noisy", "finetune_clean"):
+        assert pretrained[col].between(0, 1).all(), col
+    baseline = runs[runs["name"] == "random_init"]
+    assert baseline["linear"].isna().all() and baseline["finetune_noisy"].between(0, 1).all()
+    cfg = (out / "trial_1" / "seed_1" / "config.yaml").read_text()
+    assert "tau: 0.3" in cfg and "seed: 1" in cfg and "epochs: 1" in cfg
+    default = (out / "default" / "seed_0" / "config.yaml").read_text()
+    assert "tau: 0.2" in default and "- compression" in default  # the paper's τ and views
+    assert (out / "trial_1" / "seed_0" / "checkpoint.pt").exists()
+
+
+def test_summary_is_the_hand_computation(retrained):
+    out, _ = retrained
+    runs = pd.read_csv(out / "runs.csv")
+    summary = pd.read_csv(out / "summary.csv").set_index(["name", "metric"])
+    for (name, metric), row in summary.iterrows():
+        values = runs.loc[runs["name"] == name, metric]
+        assert row["mean"] == pytest.approx(values.mean()) and row["n"] == 2
+        assert row["sd"] == pytest.approx(values.std(ddof=1))
+    a = runs[runs["name"] == "trial_1"].set_index("seed")["finetune_clean"]
+    b = runs[runs["name"] == "default"].set_index("seed")["finetune_clean"]
+    row = summary.loc[("trial_1", "finetune_clean")]
+    assert row["diff"] == pytest.approx((a - b).mean())
+    expected_p = stats.ttest_rel(a, b).pvalue if (a - b).std() > 0 else math.nan
+    assert (math.isnan(row["p"]) and math.isnan(expected_p)) or row["p"] == pytest.approx(expected_p)
+    assert math.isnan(summary.loc[("default", "knn_val"), "diff"])
+    md = (out / "summary.md").read_text()
+    assert "| trial_1" in md and "random_init" in md and "p-value" in md
+
+
+def test_rerun_skips_finished_jobs(retrained, experiment):
+    out, _ = retrained
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/*.json")}
+    proc = retrain(experiment)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "6 jobs, 6 already done" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/*.json")} == before
+
+
+def test_changed_config_and_missing_experiment_are_refused(retrained, experiment, tmp_path):
+    proc = retrain(experiment, "--set", "train.tau=0.5")
+    assert proc.returncode == 2 and "config differs" in proc.stderr
+    proc = retrain(tmp_path / "nope")
+    assert proc.returncode == 2 and "no such experiment" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = retrain(tmp_path / "empty")
+    assert proc.returncode == 2 and "search.json" in proc.stderr
+
+
+def test_summarise_paired_difference():
+    runs = pd.DataFrame({"name": ["default"] * 3 + ["x"] * 3, "seed": [0, 1, 2] * 2,
+                         "knn_val": [0.5, 0.6, 0.7, 0.6, 0.8, 0.8]})
+    s = summarise(runs).set_index(["name", "metric"])
+    assert s.loc[("x", "knn_val"), "diff"] == pytest.approx(0.1333333, rel=1e-5)
+    assert s.loc[("x", "knn_val"), "p"] == pytest.approx(stats.ttest_rel([0.6, 0.8, 0.8], [0.5, 0.6, 0.7]).pvalue)

@@ -1,0 +1,321 @@
+"""``python -m uclser_tune.retrain EXPERIMENT_DIR``: retrain the search's best config(s) with several seeds.
+
+Takes the best config of a finished (or still running) search, scope: the best val kNN balanced
+accuracy at the final rung (the last epoch of trials that ran their whole budget), optionally the top
+K, and retrains each from scratch with seeds 0..N-1, next to the paper's default config (the
+experiment's fixed settings, everything the space searched at the paper's values) with the same seeds.
+Each run is evaluated by kNN (val and test), linear evaluation and both fine-tuning tasks; the same
+encoder trained from random initialisation gives the supervised baseline. Per-seed results go to
+``runs.csv``; ``summary.csv`` / ``summary.md`` give mean ± sd per metric and the difference to the
+default with a paired t-test over seeds.
+
+Everything lands in EXPERIMENT_DIR/retrain (or --out): one folder per config and seed with its
+pre-training checkpoint, metrics and results. Re-running the same command skips finished stages and
+continues an interrupted pre-training from its last checkpoint. With --address, the runs are Ray
+tasks on that cluster (the output folder must be on storage every node reaches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
+
+DEFAULT = "default"
+RANDOM_INIT = "random_init"
+TASKS = ("linear", "finetune_noisy", "finetune_clean")
+HEADLINE = ["knn_val", "knn_test", *TASKS]
+DESCRIPTIONS = {
+    "knn_val": "val kNN balanced accuracy, last epoch",
+    "knn_test": "test kNN balanced accuracy of the final encoder (the test split is its own bank)",
+    "linear": "linear evaluation: test balanced accuracy at the best-val epoch",
+    "finetune_noisy": "fine-tuning on the noisy set: test balanced accuracy at the best-val epoch",
+    "finetune_clean": "fine-tuning on 85 % of the clean set: test balanced accuracy at the best-val epoch",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m uclser_tune.retrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", type=Path, help="experiment dir of a search (runs/<name>)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per config: 0..N-1 (default 3)")
+    p.add_argument("--top", type=int, default=1, help="retrain the K best complete trials (default 1)")
+    p.add_argument("--epochs", type=int, default=500,
+                   help="pre-training epochs (default 500, the paper's full schedule; lr milestones scale)")
+    p.add_argument("--downstream-epochs", type=int,
+                   help="epochs of linear evaluation and fine-tuning (default: the config's, 200)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key of every retrained config, e.g. --set train.device=cuda")
+    p.add_argument("--no-default", action="store_true", help="skip the paper's default config")
+    p.add_argument("--out", type=Path, help="output dir (default: EXPERIMENT_DIR/retrain)")
+    p.add_argument("--address", help="Ray cluster to run the jobs on as tasks ('auto' on a cluster node)")
+    p.add_argument("--node-ip-address", help="IP of this node for Ray (tests use 127.0.0.x)")
+    p.add_argument("--cpus-per-job", type=float, default=1, help="CPUs per Ray task (default 1)")
+    p.add_argument("--gpus-per-job", type=float, default=0, help="GPUs per Ray task, fractional allowed (default 0)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def candidates(exp_dir: Path, top: int, with_default: bool) -> dict[str, RunConfig]:
+    """name → config: the top-K complete trials by last-epoch val kNN, then the paper's default."""
+    from uclser_tune.search import results
+
+    meta_path = exp_dir / results.META_FILE
+    if not meta_path.exists():
+        raise ConfigError(f"{exp_dir}: not an experiment dir (no {results.META_FILE}); run a search first")
+    parquet = exp_dir / "trials.parquet"
+    table = pd.read_parquet(parquet) if parquet.exists() else results.trials_table(exp_dir)
+    done = table[table["status"] == "COMPLETE"] if len(table) else table
+    if done.empty:
+        raise ConfigError(f"{exp_dir}: no complete trial yet; nothing to retrain")
+    best = done.sort_values("last_knn", ascending=False).head(top)
+    out = {f"trial_{int(r.optuna_number)}": config_from_dict(_yaml(r.config_yaml)) for r in best.itertuples()}
+    if with_default:
+        out[DEFAULT] = default_config(exp_dir, json.loads(meta_path.read_text()), next(iter(out.values())))
+    return out
+
+
+def default_config(exp_dir: Path, meta: dict[str, Any], best: RunConfig) -> RunConfig:
+    """The experiment's fixed settings with everything the space searched at the paper's values: the
+    space's base config. If the space file is gone, the best config with the views, τ and batch size
+    reset to the paper's."""
+    from uclser_tune.search.spaces import SpaceError, load_space
+
+    try:
+        return load_space(meta["space"]).build(meta["overrides"])
+    except SpaceError as err:
+        print(f"warning: {err}; default = the best config with the paper's views, tau and batch size",
+              file=sys.stderr)
+        paper = config_from_dict({})
+        return config_from_dict({**best.to_dict(), "views": paper.to_dict()["views"]}).replace(
+            {"train.tau": paper.train.tau, "train.batch_size": paper.train.batch_size})
+
+
+def _yaml(text: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def plan(cands: dict[str, RunConfig], seeds: int, overrides: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """One job per (config, seed), and per seed one random-init baseline for every encoder in play.
+    Seed-major order, so that an interrupted retraining already holds comparable seeds."""
+    jobs = []
+    encoders = {}
+    for cfg in cands.values():
+        encoders.setdefault((cfg.model.encoder, cfg.model.width), cfg)
+    for seed in range(seeds):
+        for name, cfg in cands.items():
+            jobs.append(_job(name, "pretrained", cfg, seed, overrides, out))
+        for (encoder, width), cfg in encoders.items():
+            name = RANDOM_INIT if len(encoders) == 1 else f"{RANDOM_INIT}_{encoder}_w{width:g}"
+            jobs.append(_job(name, "random", cfg, seed, overrides, out))
+    return jobs
+
+
+def _job(name: str, init: str, cfg: RunConfig, seed: int, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+    cfg = cfg.replace({**overrides, "seed": seed})
+    return {"name": name, "init": init, "seed": seed, "config": cfg.to_dict(), "dir": str(out / name / f"seed_{seed}")}
+
+
+# ----------------------------------------------------------------------------------------------- run
+def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
+    """Pre-train (unless random init), then kNN on val and test and the downstream tasks. Every stage
+    writes its result into the job dir and is skipped when found there, so a re-run continues."""
+    import torch
+
+    from uclser_tune.evaluation.patches import evaluate_knn
+    from uclser_tune.train import RunDir, epoch_line
+    from uclser_tune.training import build_model, pretrain
+    from uclser_tune.training.downstream import (DownstreamLossError, NoTrainingClipsError, encoder_state_of,
+                                                 run_task)
+
+    cfg = config_from_dict(job["config"])
+    path = Path(job["dir"])
+    label = f"{job['name']} seed {job['seed']}"
+    run = RunDir(path, cfg, resume=True)
+    row: dict[str, Any] = {"name": job["name"], "init": job["init"], "seed": job["seed"],
+                           "encoder": cfg.model.encoder, "width": cfg.model.width, "epochs": cfg.train.epochs}
+    if job["init"] == "pretrained":
+        if run.state is None or run.state["epoch"] < cfg.train.epochs:
+            def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+                run.report(metrics, state)
+                run.state = state
+                print(f"[{label}] {epoch_line(metrics, cfg.train.epochs)}", flush=True)
+
+            pretrain(cfg, store, report=report, resume=run.state)
+        state = run.state
+        encoder = encoder_state_of(state)
+        row["knn_val"] = state["history"][-1].get("knn_acc", math.nan)
+        row["knn_val_best"] = max((m["knn_acc"] for m in state["history"] if "knn_acc" in m), default=math.nan)
+        model = build_model(cfg)
+        model.load_state_dict(state["model"])
+    else:
+        encoder = None
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg)  # the random encoder's kNN is the floor the pre-training must beat
+    stages = [("knn", None)] + [(t, t) for t in TASKS if encoder is not None or t != "linear"]
+    for stage, task in stages:
+        done = path / f"{stage}.json"
+        if not done.exists():
+            began = time.perf_counter()
+            if task is None:
+                if job["init"] == "random":
+                    row["knn_val"] = _knn(evaluate_knn, model, store, "val", cfg)
+                result = {"knn_val": row["knn_val"], "knn_test": _knn(evaluate_knn, model, store, "test", cfg)}
+                if "knn_val_best" in row:
+                    result["knn_val_best"] = row["knn_val_best"]
+            else:
+                try:
+                    result = run_task(task, cfg, store, encoder).to_row()
+                except (NoTrainingClipsError, DownstreamLossError) as err:  # recorded, the other stages go on
+                    result = {"test_bacc": math.nan, "error": str(err)}
+            _write_json(done, result)
+            print(f"[{label}] {stage} " + (f"skipped: {result['error']}" if "error" in result else
+                                           f"done in {time.perf_counter() - began:.0f} s"), flush=True)
+        result = json.loads(done.read_text())
+        if task is None:
+            row.update(result)
+        else:
+            row[task] = result["test_bacc"]
+            if "error" in result:
+                row[f"{task}.error"] = result["error"]
+            row.update({f"{task}.{k}": v for k, v in result.items() if k in
+                        ("test_bacc_last", "test_bacc_mean_last", "test_acc", "val_bacc", "best_epoch", "frozen_bn")})
+    _write_json(path / "result.json", row)
+    return row
+
+
+def _knn(evaluate_knn, model, store, split: str, cfg: RunConfig) -> float:
+    import torch
+
+    from uclser_tune.training.runtime import resolve_device
+
+    device = resolve_device(cfg.train.device)
+    clips = store.splits[split].to_torch(dtype=torch.float32).to(device)
+    return evaluate_knn(model.to(device), clips, store.mean, store.std, k=cfg.eval.knn_k, hop=cfg.eval.patch_hop,
+                        batch_size=cfg.eval.batch_size)["balanced_acc"]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------- summary
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config and metric: mean, sd, n, and the difference to the default with a paired t-test over
+    the seeds both have (p is NaN with fewer than 2 common seeds or identical differences)."""
+    from scipy import stats
+
+    rows = []
+    metrics = [m for m in HEADLINE if m in runs]
+    base = runs[(runs["name"] == DEFAULT)].set_index("seed")
+    for name, group in runs.groupby("name", sort=False):
+        g = group.set_index("seed")
+        for metric in metrics:
+            values = g[metric].dropna()
+            if values.empty:
+                continue
+            row = {"name": name, "metric": metric, "mean": values.mean(), "sd": values.std(ddof=1),
+                   "n": len(values), "diff": math.nan, "p": math.nan}
+            if name != DEFAULT and metric in base:
+                common = values.index.intersection(base[metric].dropna().index)
+                if len(common):
+                    delta = values[common] - base.loc[common, metric]
+                    row["diff"] = delta.mean()
+                    if len(common) >= 2 and delta.std() > 0:
+                        row["p"] = float(stats.ttest_rel(values[common], base.loc[common, metric]).pvalue)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(summary: pd.DataFrame, scope: str) -> str:
+    def cell(r: pd.Series) -> str:
+        text = f"{r['mean']:.4f} ± {r['sd']:.4f}" if r["n"] > 1 else f"{r['mean']:.4f}"
+        if not math.isnan(r["diff"]):
+            text += f" ({r['diff']:+.4f}" + (f", p={r['p']:.3g})" if not math.isnan(r["p"]) else ")")
+        return text
+
+    wide = summary.assign(cell=summary.apply(cell, axis=1)).pivot(index="name", columns="metric", values="cell")
+    wide = wide.reindex(columns=[m for m in HEADLINE if m in wide.columns]).fillna("—")
+    n = summary.groupby("name")["n"].max()
+    wide.insert(0, "seeds", n)
+    lines = [f"# Retraining: {scope}", "",
+             "Balanced accuracy, mean ± sd over seeds; in brackets the mean paired difference to `default` "
+             "(the paper's settings) and the p-value of a paired t-test over seeds.", "",
+             wide.reset_index().to_markdown(index=False), "", "Metrics:"]
+    lines += [f"- `{m}`: {DESCRIPTIONS[m]}" for m in HEADLINE if m in wide.columns]
+    lines += [f"- `{RANDOM_INIT}`: the same encoder trained from random initialisation (supervised baseline); "
+              "its kNN is that of the untrained encoder."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    exp_dir = args.experiment.resolve()
+    out = (args.out or exp_dir / "retrain").resolve()
+    try:
+        if not exp_dir.is_dir():
+            raise ConfigError(f"{exp_dir}: no such experiment dir")
+        if args.seeds < 1 or args.top < 1 or args.epochs < 1:
+            raise ConfigError("--seeds, --top and --epochs must be >= 1")
+        overrides = {**parse_overrides(args.overrides), "train.epochs": args.epochs}
+        if args.downstream_epochs:
+            overrides["downstream.epochs"] = args.downstream_epochs
+        cands = candidates(exp_dir, args.top, not args.no_default)
+        jobs = plan(cands, args.seeds, overrides, out)
+        from uclser_tune.train import RunDir
+
+        for job in jobs:  # a changed config in an existing job dir is refused before anything runs
+            if (Path(job["dir"]) / "config.yaml").exists():
+                RunDir(Path(job["dir"]), config_from_dict(job["config"]), resume=True)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    scope = ("best val kNN balanced accuracy at the final rung (last epoch of complete trials)"
+             + (f", top {args.top}" if args.top > 1 else ""))
+    _write_json(out / "plan.json", {"experiment": str(exp_dir), "scope": scope, "seeds": args.seeds,
+                                    "overrides": overrides, "candidates": list(cands)})
+    finished = [j for j in jobs if (Path(j["dir"]) / "result.json").exists()]
+    todo = [j for j in jobs if j not in finished]
+    print(f"retraining {', '.join(cands)} + {RANDOM_INIT} × {args.seeds} seeds, {args.epochs} epochs: "
+          f"{len(jobs)} jobs, {len(finished)} already done; output {out}", file=sys.stderr)
+    rows = {j["dir"]: json.loads((Path(j["dir"]) / "result.json").read_text()) for j in finished}
+    if todo:
+        from uclser_tune.data.store import open_store
+
+        store = open_store(config_from_dict(todo[0]["config"]).data)
+        if args.address:
+            from uclser_tune.search.remote import map_on_ray
+
+            results = map_on_ray(run_job, todo, store.shareable(), address=args.address, cpus=args.cpus_per_job,
+                                 gpus=args.gpus_per_job, node_ip=args.node_ip_address)
+        else:
+            results = ((job, run_job(job, store)) for job in todo)
+        for i, (job, row) in enumerate(results, len(finished) + 1):
+            rows[job["dir"]] = row
+            print(f"[{i}/{len(jobs)}] {job['name']} seed {job['seed']} finished", file=sys.stderr)
+    runs = pd.DataFrame([rows[j["dir"]] for j in jobs])
+    runs.to_csv(out / "runs.csv", index=False)
+    summary = summarise(runs)
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(markdown(summary, scope))
+    print((out / "summary.md").read_text())
+    print(f"per-seed results: {out / 'runs.csv'}; summary: {out / 'summary.csv'}, {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
