@@ -88,7 +88,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
                      "only the final epoch is a rung")
     max_epochs = int(meta["overrides"].get("train.epochs") or (space or {}).get("epochs")
                      or table["max_epochs"].max())
-    asha = (space or {}).get("asha")
+    asha = meta["asha"] if "asha" in meta else (space or {}).get("asha")  # the command line's, else the file's
     rungs = (asha_rungs(int(asha["grace_period"]), asha["reduction_factor"], max_epochs) if asha
              else [max_epochs])
     return Experiment(exp_dir, meta, space, table, results.open_study(exp_dir, meta), max_epochs, rungs,

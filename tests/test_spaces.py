@@ -260,6 +260,10 @@ def test_trial_resources(tmp_path, capsys):
     (["--max-epochs", "2"], ["--max-epochs 2", "grace_period (3)"]),
     (["--num-samples", "0"], ["--num-samples", "positive"]),
     (["--cpus-per-trial", "0"], ["--cpus-per-trial", "> 0"]),
+    (["--grace-period", "6"], ["--max-epochs 5", "grace_period (6)"]),
+    (["--reduction-factor", "1"], ["--reduction-factor", "> 1"]),
+    (["--set", "model.widht=0.5"], ["unknown key model.widht", "width"]),
+    (["--set", "train.tau=-1"], ["train.tau", "-1"]),
 ])
 def test_cli_numbers_rejected_before_ray(tmp_path, capsys, argv, words):
     from uclser_tune.search.__main__ import main
@@ -287,6 +291,21 @@ def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):
     assert "num_samples 32 (now 40)" in capsys.readouterr().err
     assert main([*base, "--seed", "1"]) == 2
     assert "sampler_seed 0 (now 1)" in capsys.readouterr().err
+    meta["asha"] = load_space(path).asha
+    (exp / "search.json").write_text(json.dumps(meta))
+    assert main([*base, "--num-samples", "32", "--grace-period", "2", "--reduction-factor", "3"]) == 2
+    assert "asha" in capsys.readouterr().err
+
+
+def test_asha_from_the_command_line():
+    from uclser_tune.search.__main__ import with_asha
+
+    space = load_space("smoke.yaml")
+    assert with_asha(space, None, None) is space
+    assert with_asha(space, 2, None).asha == {**space.asha, "grace_period": 2}
+    assert with_asha(load_space("paper_ablations.yaml"), 1, 3).asha == {"grace_period": 1, "reduction_factor": 3}
+    with pytest.raises(SpaceError, match="give both"):
+        with_asha(load_space("paper_ablations.yaml"), 1, None)
 
 
 def test_fresh_start_on_an_old_study_is_refused(tmp_path, capsys):

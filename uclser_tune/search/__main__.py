@@ -11,6 +11,7 @@ re-run, interrupted ones continue from their last checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from uclser_tune.config import ConfigError, parse_overrides
 from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
 
 REUSE_ACTORS = True  # a trial starts in an idle worker of a finished one: ~3 s less per trial start
@@ -44,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-ip-address", help="IP of this node for a local Ray (tests use 127.0.0.2)")
     p.add_argument("--storage-url", help="Optuna RDB URL shared by many nodes (default: a journal file in the "
                                          "experiment dir); e.g. postgresql://user@host/db, password from ~/.pgpass")
+    p.add_argument("--grace-period", type=int, help="ASHA's grace period in epochs (default: the space's)")
+    p.add_argument("--reduction-factor", type=float, help="ASHA's reduction factor, > 1 (default: the space's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a run-config key for every trial (wins over the space), e.g. to size a GPU space "
+                        "for a CPU: --set model.width=0.25 --set data.synth_size=small")
     p.add_argument("--smoke", action="store_true", help="tiny data, tiny models, few batches: a quick end-to-end check")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (trial seeds come from the space)")
     return p
@@ -52,15 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        space = load_space(args.space)
+        space = with_asha(load_space(args.space), args.grace_period, args.reduction_factor)
         check_args(args, space)
-    except SpaceError as err:
+        cli_overrides = parse_overrides(args.overrides)
+    except (SpaceError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     name = args.name or space.path.stem
     exp_dir = (Path(args.storage_path) / name).resolve()
     epochs = args.max_epochs or space.epochs
-    overrides = {**(SMOKE if args.smoke else {}), "train.epochs": epochs, "eval.every": 1}
+    overrides = {**(SMOKE if args.smoke else {}), **cli_overrides, "train.epochs": epochs, "eval.every": 1}
     if args.data:
         overrides["data.root"] = args.data
     try:
@@ -79,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{meta['overrides']}); use another --name to start a new experiment", file=sys.stderr)
             return 2
         # Ray's restored experiment keeps its trial count and the restored searcher its seeded sampler
-        changed = {k: (meta[k], v) for k, v in {"num_samples": num_samples, "sampler_seed": args.seed}.items()
-                   if k in meta and meta[k] != v}
+        changed = {k: (meta[k], v) for k, v in {"num_samples": num_samples, "sampler_seed": args.seed,
+                                                "asha": space.asha}.items() if k in meta and meta[k] != v}
         if changed:
             print(f"error: {exp_dir} was started with " + ", ".join(f"{k} {old} (now {new})" for k, (old, new)
                                                                   in changed.items())
@@ -88,6 +96,23 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     return run(args, space, exp_dir, overrides, base_cfg, num_samples)
+
+
+def with_asha(space: SearchSpace, grace_period: int | None, reduction_factor: float | None) -> SearchSpace:
+    """The space with ASHA's settings from the command line (a space without ASHA gets it with both)."""
+    if grace_period is None and reduction_factor is None:
+        return space
+    asha = dict(space.asha or {})
+    if grace_period is not None:
+        asha["grace_period"] = grace_period
+    if reduction_factor is not None:
+        asha["reduction_factor"] = reduction_factor
+    if set(asha) != {"grace_period", "reduction_factor"}:
+        raise SpaceError(f"{space.path}: has no ASHA settings; give both --grace-period and --reduction-factor")
+    if asha["grace_period"] < 1 or asha["reduction_factor"] <= 1:
+        raise SpaceError(f"--grace-period must be >= 1 and --reduction-factor > 1; got {asha['grace_period']} "
+                         f"and {asha['reduction_factor']:g}")
+    return dataclasses.replace(space, asha=asha)
 
 
 def check_args(args: argparse.Namespace, space: SearchSpace) -> None:
@@ -159,7 +184,7 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, overrides: 
         pass
     exp_dir.mkdir(parents=True, exist_ok=True)
     meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides, "storage": storage,
-            "study_name": exp_dir.name, "sampler_seed": args.seed, "num_samples": num_samples,
+            "study_name": exp_dir.name, "sampler_seed": args.seed, "num_samples": num_samples, "asha": space.asha,
             "versions": versions()}
     tmp = exp_dir / f".{results.META_FILE}.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
