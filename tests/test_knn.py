@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from uclser_tune.evaluation import balanced_accuracy, eval_patch_index, evaluate_knn, knn_balanced_accuracy, knn_scores
-from uclser_tune.evaluation import embed_patches
+from uclser_tune.evaluation import (
+    balanced_accuracy,
+    embed_patches,
+    eval_patch_index,
+    evaluate_knn,
+    knn_balanced_accuracy,
+    knn_scores,
+)
 
 
 def majority(counts):

@@ -192,3 +192,22 @@ def _free_port() -> int:
             port = s.getsockname()[1]
         if port + 600 < 65536 and not any(port <= reserved < port + 600 for reserved in (8265, 10001)):
             return port
+
+
+def test_retrain_runs_as_ray_tasks_on_the_workers(cluster, smoke):
+    """`retrain --address` on the smoke experiment: every (config, seed) job is a Ray task on a worker
+    node (the head has no CPUs and the workers cannot read the data), and the table is complete."""
+    exp = smoke["exp"]
+    cmd = [*cluster.enter, sys.executable, "-m", "uclser_tune.retrain", str(exp), "--seeds", "1", "--epochs", "1",
+           "--downstream-epochs", "1", "--set", "downstream.batch_size=32", "--set", "train.num_threads=1",
+           "--address", cluster.address, "--node-ip-address", HEAD_IP]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=cluster.driver_env, capture_output=True, text=True, timeout=SEARCH_TIMEOUT,
+                          start_new_session=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = pd.read_csv(exp / "retrain" / "runs.csv")
+    workers = {n.ip for n in cluster.nodes if n.name != "head"}
+    assert len(runs) == 3 and set(runs["node"]) <= workers, runs[["name", "node"]]
+    assert runs.loc[runs["init"] == "pretrained", "linear"].between(0, 1).all()
+    print(f"\nretrain on the cluster: {len(runs)} jobs on {runs['node'].value_counts().to_dict()}, "
+          f"{time.monotonic() - started:.0f} s")

@@ -136,8 +136,12 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     from uclser_tune.evaluation.patches import evaluate_knn
     from uclser_tune.train import RunDir, epoch_line
     from uclser_tune.training import build_model, pretrain
-    from uclser_tune.training.downstream import (DownstreamLossError, NoTrainingClipsError, encoder_state_of,
-                                                 run_task)
+    from uclser_tune.training.downstream import (
+        DownstreamLossError,
+        NoTrainingClipsError,
+        encoder_state_of,
+        run_task,
+    )
 
     cfg = config_from_dict(job["config"])
     path = Path(job["dir"])
@@ -252,12 +256,12 @@ def markdown(summary: pd.DataFrame, scope: str) -> str:
     n = summary.groupby("name")["n"].max()
     wide.insert(0, "seeds", n)
     lines = [f"# Retraining: {scope}", "",
-             "Balanced accuracy, mean ± sd over seeds; in brackets the mean paired difference to `default` "
-             "(the paper's settings) and the p-value of a paired t-test over seeds.", "",
+             ("Balanced accuracy, mean ± sd over seeds; in brackets the mean paired difference to `default` "
+              "(the paper's settings) and the p-value of a paired t-test over seeds."), "",
              wide.reset_index().to_markdown(index=False), "", "Metrics:"]
     lines += [f"- `{m}`: {DESCRIPTIONS[m]}" for m in HEADLINE if m in wide.columns]
-    lines += [f"- `{RANDOM_INIT}`: the same encoder trained from random initialisation (supervised baseline); "
-              "its kNN is that of the untrained encoder."]
+    lines.append(f"- `{RANDOM_INIT}`: the same encoder trained from random initialisation (supervised baseline); "
+                 "its kNN is that of the untrained encoder.")
     return "\n".join(lines) + "\n"
 
 
@@ -303,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             results = map_on_ray(run_job, todo, store.shareable(), address=args.address, cpus=args.cpus_per_job,
                                  gpus=args.gpus_per_job, node_ip=args.node_ip_address)
         else:
-            results = ((job, run_job(job, store)) for job in todo)
-        for i, (job, row) in enumerate(results, len(finished) + 1):
-            rows[job["dir"]] = row
+            results = ((job, run_job(job, store), "local") for job in todo)
+        for i, (job, row, node) in enumerate(results, len(finished) + 1):
+            rows[job["dir"]] = {**row, "node": node}
             print(f"[{i}/{len(jobs)}] {job['name']} seed {job['seed']} finished", file=sys.stderr)
     runs = pd.DataFrame([rows[j["dir"]] for j in jobs])
     runs.to_csv(out / "runs.csv", index=False)

@@ -2,8 +2,8 @@
 
 Each patch votes with its k most cosine-similar patches of *other* clips (leave-one-clip-out), plain
 majority, ties to the smallest class id; a clip takes the majority of its patch votes (same tie
-rule); the score is balanced accuracy over clips. Similarities are computed in row chunks so memory
-stays bounded (a 16k-patch val set never needs a 16k × 16k matrix).
+rule); the score is balanced accuracy over clips. Similarities are computed in blocks, each pair of
+row blocks once, so memory stays bounded (a 16k-patch val set never needs a 16k × 16k matrix).
 """
 
 from __future__ import annotations
@@ -12,12 +12,44 @@ import torch
 
 from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
 
-CHUNK_BYTES = 1 << 27  # one (chunk, P) float32 similarity block: 128 MB
+BLOCK = 2048  # rows per similarity block: (BLOCK, BLOCK) float32 = 16 MB
 
 
 def _majority(votes: torch.Tensor) -> torch.Tensor:
     """argmax per row; torch returns the first maximum, i.e. the smallest class id on ties."""
     return votes.argmax(1)
+
+
+def _neighbours(z: torch.Tensor, clip_of: torch.Tensor, k: int, block: int):
+    """Yield ``(lo, hi, sims, index)``: for the patches lo..hi, their k most similar patches of other
+    clips (similarity -inf where the bank has fewer than k). Each block of the symmetric similarity
+    matrix is computed once and serves both its rows and, transposed, its columns, which halves the
+    matmul work; per row block a running top-k is kept, so memory stays O(P·k + block²)."""
+    n = len(z)
+    bounds = [(lo, min(lo + block, n)) for lo in range(0, n, block)]
+    first = [clip_of[lo:hi].min() for lo, hi in bounds]
+    last = [clip_of[lo:hi].max() for lo, hi in bounds]
+    running: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(bounds)
+
+    def merge(b: int, v: torch.Tensor, i: torch.Tensor) -> None:
+        if running[b] is not None:
+            v, i = torch.cat([running[b][0], v], 1), torch.cat([running[b][1], i], 1)
+        top, pos = v.topk(min(k, v.shape[1]), dim=1, sorted=False)
+        running[b] = (top, i.gather(1, pos))
+
+    for bi, (lo, hi) in enumerate(bounds):
+        for bj in range(bi, len(bounds)):
+            clo, chi = bounds[bj]
+            sims = z[lo:hi] @ z[clo:chi].T
+            if first[bj] <= last[bi] and first[bi] <= last[bj]:  # the two blocks may share a clip
+                sims.masked_fill_(clip_of[lo:hi, None] == clip_of[None, clo:chi], float("-inf"))
+            top, idx = sims.topk(min(k, chi - clo), dim=1, sorted=False)
+            merge(bi, top, idx + clo)
+            if bj != bi:
+                top, idx = sims.T.contiguous().topk(min(k, hi - lo), dim=1, sorted=False)
+                merge(bj, top, idx + lo)
+        yield lo, hi, *running[bi]
+        running[bi] = None
 
 
 def knn_scores(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200,
@@ -33,13 +65,8 @@ def knn_scores(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k:
     clips, clip_of = torch.unique(clip_ids, return_inverse=True)
     n_patches, n_classes = len(z), int(labels.max()) + 1
     k = min(k, n_patches)
-    chunk = chunk or max(1, CHUNK_BYTES // (4 * n_patches))
     patch_votes = torch.zeros(n_patches, n_classes, device=z.device)
-    for lo in range(0, n_patches, chunk):
-        hi = min(lo + chunk, n_patches)
-        sims = z[lo:hi] @ z.T
-        sims.masked_fill_(clip_of[lo:hi, None] == clip_of[None, :], float("-inf"))
-        top, idx = sims.topk(k, dim=1)
+    for lo, hi, top, idx in _neighbours(z, clip_of, k, chunk or BLOCK):
         patch_votes[lo:hi].scatter_add_(1, labels[idx], torch.isfinite(top).float())
     patch_pred = _majority(patch_votes)
     clip_votes = torch.zeros(len(clips), n_classes, device=z.device)
