@@ -61,10 +61,13 @@ def random_set(seed, n_clips=25, n_classes=5, dim=8):
 def test_equals_slow_reference(seed, k):
     z, clip_ids, labels = random_set(seed)
     ref_bal, ref_micro = slow_knn(z, clip_ids, labels, k)
-    for chunk in (None, 1, 7):
-        got = knn_scores(torch.from_numpy(z), torch.from_numpy(clip_ids), torch.from_numpy(labels), k, chunk=chunk)
-        assert got["balanced_acc"] == pytest.approx(ref_bal)
-        assert got["micro_acc"] == pytest.approx(ref_micro)
+    perm = np.random.default_rng(seed).permutation(len(z))  # a clip's patches scattered over the blocks
+    for order in (np.arange(len(z)), perm):
+        for chunk in (None, 1, 7):
+            got = knn_scores(torch.from_numpy(z[order]), torch.from_numpy(clip_ids[order]),
+                             torch.from_numpy(labels[order]), k, chunk=chunk)
+            assert got["balanced_acc"] == pytest.approx(ref_bal)
+            assert got["micro_acc"] == pytest.approx(ref_micro)
 
 
 def test_ties_go_to_the_smallest_class_id():
