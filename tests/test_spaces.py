@@ -1,6 +1,7 @@
 """Search-space YAML: shipped spaces compile; every malformed case fails before Ray, naming file and key."""
 
 import itertools
+import json
 import subprocess
 import sys
 
@@ -160,18 +161,24 @@ def finish(searcher, trial_id, error=False):
     searcher.on_trial_complete(trial_id, None if error else result, error=error)
 
 
+def grid_searcher(space, tmp_path):
+    from uclser_tune.search.results import storage_from
+    from uclser_tune.search.searcher import StudySearch
+
+    return StudySearch(space=space.define_by_run, metric="knn_acc", mode="max", study_name="g",
+                       sampler=optuna.samplers.RandomSampler(seed=0), grid_cells=space.grid_cells(),
+                       storage=storage_from("journal:g.journal", tmp_path))
+
+
 def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(tmp_path):
     from ray.tune.search import Searcher, SearchGenerator
 
-    from uclser_tune.search.results import storage_from
-    from uclser_tune.search.searcher import StudySearch, StudySearchGenerator
+    from uclser_tune.search.searcher import StudySearchGenerator
 
     space = grid_space(tmp_path)
 
     def searcher():
-        return StudySearch(space=space.define_by_run, metric="knn_acc", mode="max", study_name="g",
-                           sampler=optuna.samplers.RandomSampler(seed=0), grid_cells=space.grid_cells(),
-                           storage=storage_from("journal:g.journal", tmp_path))
+        return grid_searcher(space, tmp_path)
 
     first = searcher()
     cells = []
@@ -204,15 +211,11 @@ def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(t
 
 
 def test_resume_closes_unsnapshotted_trials_and_requeues_their_cells(tmp_path):
-    from uclser_tune.search.results import storage_from
-    from uclser_tune.search.searcher import StudySearch
 
     space = grid_space(tmp_path)
 
     def make():
-        return StudySearch(space=space.define_by_run, metric="knn_acc", mode="max", study_name="g",
-                           sampler=optuna.samplers.RandomSampler(seed=0), grid_cells=space.grid_cells(),
-                           storage=storage_from("journal:g.journal", tmp_path))
+        return grid_searcher(space, tmp_path)
     first = make()
     first.suggest("t0")
     finish(first, "t0")
@@ -275,17 +278,21 @@ def test_cli_numbers_rejected_before_ray(tmp_path, capsys, argv, words):
     assert not (tmp_path / "runs").exists()
 
 
-def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):
-    import json
-
-    from uclser_tune.search.__main__ import main
-
+def started_experiment(tmp_path):
+    """(space path, experiment dir, meta) of an experiment whose search.json exists (a started search)."""
     path = write(tmp_path, OK)
     exp = tmp_path / "runs" / "space"
     exp.mkdir(parents=True)
     meta = {"space": str(path), "space_digest": load_space(path).digest, "sampler_seed": 0, "num_samples": 32,
             "overrides": {"train.epochs": 2, "eval.every": 1}}
     (exp / "search.json").write_text(json.dumps(meta))
+    return path, exp, meta
+
+
+def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):
+    from uclser_tune.search.__main__ import main
+
+    path, exp, meta = started_experiment(tmp_path)
     base = ["--space", str(path), "--storage-path", str(tmp_path / "runs")]
     assert main([*base, "--num-samples", "40"]) == 2
     assert "num_samples 32 (now 40)" in capsys.readouterr().err
@@ -309,17 +316,10 @@ def test_asha_from_the_command_line():
 
 
 def test_fresh_start_on_an_old_study_is_refused(tmp_path, capsys):
-    import json
-
     from uclser_tune.search.__main__ import main
     from uclser_tune.search.results import storage_from
 
-    path = write(tmp_path, OK)
-    exp = tmp_path / "runs" / "space"
-    exp.mkdir(parents=True)
-    meta = {"space": str(path), "space_digest": load_space(path).digest, "sampler_seed": 0, "num_samples": 32,
-            "overrides": {"train.epochs": 2, "eval.every": 1}}
-    (exp / "search.json").write_text(json.dumps(meta))
+    path, exp, _ = started_experiment(tmp_path)
     optuna.create_study(study_name="space", storage=storage_from("journal:optuna.journal", exp)).ask()
     assert main(["--space", str(path), "--storage-path", str(tmp_path / "runs")]) == 2
     assert "study has 1 trials but Ray saved no experiment state" in capsys.readouterr().err

@@ -16,17 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from uclser_tune.data.params import EPS, FMAX, FMIN, HOP, N_FFT, N_MELS, SR, WIN
 from uclser_tune.models import build_encoder
 from uclser_tune.training import config_of, load_checkpoint
 
-SR = 22_050
-N_FFT = 2048
-WIN = 660
-HOP = 220
-N_MELS = 96
-FMIN = 50.0
-FMAX = 10_500.0
-EPS = 1.1e-8
 PATCH = 101  # frames per patch, as in training and evaluation
 PATCH_HOP = 50  # frames between patch starts: 50 · 220 / 22,050 s ≈ 498.9 ms
 

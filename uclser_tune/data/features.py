@@ -15,14 +15,8 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-SR = 22_050
-N_FFT = 2048
-WIN = 660
-HOP = 220
-N_MELS = 96
-FMIN = 50.0
-FMAX = 10_500.0
-EPS = 1.1e-8
+from uclser_tune.data.params import EPS, FMAX, FMIN, HOP, N_FFT, N_MELS, SR, WIN
+
 PARAMS = {"sr": SR, "n_fft": N_FFT, "win": WIN, "hop": HOP, "n_mels": N_MELS, "fmin": FMIN, "fmax": FMAX,
           "eps": EPS, "window": "hamming-periodic", "mel": "slaney-norm-none", "resampler": "soxr_hq",
           "normalise": "mean-maxabs+0.005", "min_seconds": 1.0}
