@@ -31,6 +31,7 @@ class Experiment:
     study: optuna.Study
     max_epochs: int
     rungs: list[int]  # ASHA milestones (epochs), the last one is max_epochs
+    asha: dict[str, Any] | None  # grace_period and reduction_factor the search ran with; None: no ASHA
     table_source: str  # "trials.parquet" or "rebuilt from trial dirs"
     notes: list[str] = field(default_factory=list)
 
@@ -91,5 +92,5 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     asha = meta["asha"] if "asha" in meta else (space or {}).get("asha")  # the command line's, else the file's
     rungs = (asha_rungs(int(asha["grace_period"]), asha["reduction_factor"], max_epochs) if asha
              else [max_epochs])
-    return Experiment(exp_dir, meta, space, table, results.open_study(exp_dir, meta), max_epochs, rungs,
+    return Experiment(exp_dir, meta, space, table, results.open_study(exp_dir, meta), max_epochs, rungs, asha,
                       source, notes)

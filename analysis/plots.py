@@ -33,11 +33,12 @@ def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
 
 def importance(rows: pd.DataFrame, path: Path) -> Path:
     order = rows.groupby("param")["importance"].mean().sort_values(ascending=False).index
+    height = 0.3 * len(order) + 2
     grid = sns.catplot(rows, kind="bar", y="param", x="importance", hue="rung", col="evaluator", order=order,
-                       height=0.3 * len(order) + 2, aspect=1.3, sharex=False)
-    grid.set_axis_labels("importance (normalised per evaluator and rung)", "parameter")
+                       height=height, aspect=6.5 / height, sharex=False)  # panels ≈ 6.5 in wide
+    grid.set_axis_labels("importance (sums to 1)", "parameter")
     grid.set_titles("{col_name}")
-    grid.figure.suptitle("Parameter importance: completed trials and each ASHA rung", y=1.03)
+    grid.figure.suptitle("Parameter importance per evaluator: completed trials and each ASHA rung", y=1.03)
     return _save(grid.figure, path)
 
 

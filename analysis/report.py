@@ -29,7 +29,7 @@ def signed(x: float) -> str:
 def header(exp: Experiment) -> list[str]:
     counts = exp.table["status"].value_counts()
     space = exp.meta["space"] + ("" if exp.space else " (file not found)")
-    asha = (exp.space or {}).get("asha")
+    asha = exp.asha
     rungs = ", ".join(f"e{r}" for r in exp.rungs) + (
         f" (grace {asha['grace_period']}, reduction {asha['reduction_factor']})" if asha else " (no ASHA)")
     lines = [f"# Sensitivity analysis: {exp.path.name}", "",
