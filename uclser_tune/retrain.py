@@ -238,7 +238,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 if len(common):
                     delta = values[common] - base.loc[common, metric]
                     row["diff"] = delta.mean()
-                    if len(common) >= 2 and delta.std() > 0:
+                    if len(common) >= 2 and delta.std() > 1e-9:  # identical differences: no t statistic
                         row["p"] = float(stats.ttest_rel(values[common], base.loc[common, metric]).pvalue)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -252,7 +252,7 @@ def markdown(summary: pd.DataFrame, scope: str) -> str:
         return text
 
     wide = summary.assign(cell=summary.apply(cell, axis=1)).pivot(index="name", columns="metric", values="cell")
-    wide = wide.reindex(columns=[m for m in HEADLINE if m in wide.columns]).fillna("—")
+    wide = wide.reindex(index=summary["name"].unique(), columns=[m for m in HEADLINE if m in wide.columns]).fillna("—")
     n = summary.groupby("name")["n"].max()
     wide.insert(0, "seeds", n)
     lines = [f"# Retraining: {scope}", "",
