@@ -16,7 +16,7 @@ from uclser_tune.data.synth import generate
 
 
 def du(path: Path) -> float:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True).stdout.split()[0]) / 1e6
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False).stdout.split()[0]) / 1e6
 
 
 def main() -> None:

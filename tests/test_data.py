@@ -174,7 +174,7 @@ def test_store_build_reuse_rebuild_and_skip(synth, tmp_path):
     (train / bad[2]).write_bytes((train / bad[2]).read_bytes()[:30])  # truncated header
     store = build_store(root, tmp_path / "store", workers=2)
     assert store.skipped == 3
-    skipped = list(csv.DictReader(open(tmp_path / "store" / "skipped.csv")))
+    skipped = list(csv.DictReader((tmp_path / "store" / "skipped.csv").read_text().splitlines()))
     assert sorted(Path(r["path"]).name for r in skipped) == sorted(bad)
     val = store.splits["val"]
     assert len(val.lengths) == 57 and not set(bad) & set(val.clip_ids)
@@ -214,9 +214,9 @@ def test_store_to_torch_and_subset(tiny_store):
 def test_cli_features_and_errors(synth, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     bad = subprocess.run([sys.executable, "-m", "uclser_tune.data", "features", str(tmp_path / "nope"), "--out",
-                          str(tmp_path / "s")], capture_output=True, text=True, env=env)
+                          str(tmp_path / "s")], capture_output=True, text=True, env=env, check=False)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
-    out = subprocess.run([sys.executable, "-m", "uclser_tune.data", "synth", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "uclser_tune.data", "synth", "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "--size" in out.stdout
 
 

@@ -75,6 +75,8 @@ class RunDir:
                                   f"({path / 'config.yaml'}); resume with the same config")
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.yaml").write_text(cfg.to_yaml())
+        if self.state is not None:
+            self._trim_metrics(self.state["epoch"])
         self.best = max((m["knn_acc"] for m in self.state["history"] if "knn_acc" in m), default=-1.0) \
             if self.state else -1.0
         self._tb = None
@@ -89,12 +91,10 @@ class RunDir:
         return self._tb
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        """Metrics first, the checkpoint last: an interruption in between leaves a metrics row ahead of
+        the checkpoint, which resuming drops (see ``_trim_metrics``), never a checkpoint without its row."""
         from uclser_tune.training import save_checkpoint
 
-        save_checkpoint(state, self.last)
-        if metrics.get("knn_acc", -1.0) > self.best:
-            self.best = metrics["knn_acc"]
-            save_checkpoint(state, self.path / "best.pt")
         new = not (self.path / "metrics.csv").exists() or metrics["epoch"] == 1
         with open(self.path / "metrics.csv", "w" if new else "a", newline="") as f:
             w = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
@@ -107,6 +107,22 @@ class RunDir:
                 if key != "epoch":
                     tb.add_scalar(f"pretrain/{key}", value, metrics["epoch"])
             tb.flush()
+        if metrics.get("knn_acc", -1.0) > self.best:
+            self.best = metrics["knn_acc"]
+            save_checkpoint(state, self.path / "best.pt")
+        save_checkpoint(state, self.last)
+
+    def _trim_metrics(self, epoch: int) -> None:
+        """Drop metrics rows of epochs after the checkpoint (they are run again)."""
+        path = self.path / "metrics.csv"
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
 
 
 def epoch_line(m: dict[str, Any], epochs: int) -> str:
