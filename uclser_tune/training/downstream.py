@@ -29,7 +29,14 @@ from uclser_tune.data.tensors import ClipTensors
 from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
 from uclser_tune.evaluation.patches import embed_patches
 from uclser_tune.models import Classifier, build_encoder
-from uclser_tune.training.runtime import amp_dtype, autocast, resolve_device, set_threads, use_channels_last
+from uclser_tune.training.runtime import (
+    amp_dtype,
+    autocast,
+    lr_milestones,
+    resolve_device,
+    set_threads,
+    use_channels_last,
+)
 from uclser_tune.views.sampling import gather_patches, randint_below
 
 TASKS = ("linear", "finetune_noisy", "finetune_clean")
@@ -207,7 +214,7 @@ def run_task(task: str, cfg: RunConfig, store: FeatureStore, encoder_state: dict
     lr = d.linear_lr if linear else d.finetune_lr
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=d.momentum,
                                 weight_decay=d.weight_decay)
-    milestones = [max(1, round(f * d.epochs)) for f in d.lr_milestones]
+    milestones = lr_milestones(d.lr_milestones, d.epochs)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     dtype = amp_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

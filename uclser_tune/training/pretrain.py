@@ -22,7 +22,14 @@ from uclser_tune.data.tensors import ClipTensors
 from uclser_tune.evaluation.patches import evaluate_knn
 from uclser_tune.losses import nt_xent
 from uclser_tune.models import ContrastiveModel, ProjectionHead, build_encoder
-from uclser_tune.training.runtime import amp_dtype, autocast, resolve_device, set_threads, use_channels_last
+from uclser_tune.training.runtime import (
+    amp_dtype,
+    autocast,
+    lr_milestones,
+    resolve_device,
+    set_threads,
+    use_channels_last,
+)
 from uclser_tune.views.pipeline import ViewPipeline
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -72,12 +79,6 @@ def pretrain_clips(store: FeatureStore, dtype: torch.dtype = torch.float32) -> t
     return name, store.splits[name].to_torch(dtype=dtype)
 
 
-def lr_milestones(cfg: RunConfig) -> list[int]:
-    """The reference's 325/425 of 500 epochs, scaled to the configured number of epochs (a milestone
-    that rounds onto another one still applies its decay: MultiStepLR counts repeats)."""
-    return [max(1, round(f * cfg.train.epochs)) for f in cfg.train.lr_milestones]
-
-
 def pretrain(
     cfg: RunConfig,
     store: FeatureStore,
@@ -109,7 +110,8 @@ def pretrain(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(cfg), gamma=t.lr_gamma)
+    milestones = lr_milestones(t.lr_milestones, t.epochs)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=t.lr_gamma)
     dtype = amp_dtype(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 

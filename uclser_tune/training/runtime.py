@@ -43,3 +43,10 @@ def use_channels_last(train: TrainConfig, device: torch.device, encoder: str) ->
 def set_threads(n: int) -> None:
     """Use all cores by default; Ray trials pass their CPU share."""
     torch.set_num_threads(n or os.cpu_count() or 1)
+
+
+def lr_milestones(fractions: list[float], epochs: int) -> list[int]:
+    """Milestone epochs at these fractions of the schedule (the reference's 325/425 of 500 for
+    pre-training, 80/160 of 200 downstream), scaled to the configured epochs. A milestone that rounds
+    onto another one still applies its decay: MultiStepLR counts repeats."""
+    return [max(1, round(f * epochs)) for f in fractions]
