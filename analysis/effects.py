@@ -14,7 +14,6 @@ import pandas as pd
 
 from analysis.load import Experiment
 
-OPS = ("rrc", "compression", "noise", "specaugment", "time_shift", "freq_shift", "time_reversal", "blur")
 MAX_LEVELS = 3  # a continuous factor with more distinct values than this is binned
 
 
@@ -43,7 +42,7 @@ def factors(table: pd.DataFrame) -> dict[str, pd.Series]:
     """Factor name -> level of each trial it applies to (index aligned with ``table``); only factors
     with at least two levels among the trials."""
     out: dict[str, pd.Series] = {}
-    for op in OPS:
+    for op in (c.removeprefix("pos_") for c in table.columns if c.startswith("pos_")):  # the table's ops
         pos = table[f"pos_{op}"]
         out[f"op:{op}"] = pos.gt(0).map({True: "on", False: "off"})
         out[f"position:{op}"] = numeric_levels(pos[pos > 0])

@@ -20,8 +20,8 @@ from analysis.__main__ import main
 from analysis.importance import importances
 from analysis.load import asha_rungs, load_experiment
 from analysis.run import analyse
+from uclser_tune.config import OP_NAMES as OPS
 
-OPS = effects.OPS
 PNGS = ["importance.png", "ops_onoff.png", "positions.png", "config_effects.png", "knn_curves.png"]
 CSVS = ["importance.csv", "effects.csv", "ops_onoff.csv"]
 

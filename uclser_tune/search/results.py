@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import yaml
 
-from uclser_tune.config import RunConfig, config_from_dict
+from uclser_tune.config import OP_NAMES, RunConfig, config_from_dict
 
 META_FILE = "search.json"
 
@@ -50,8 +50,7 @@ def _summary(cfg: RunConfig) -> dict[str, Any]:
         "mixback": v.mixback, "mixback_alpha": v.mixback_alpha if v.mixback else 0.0,
         "mixback_energy_adjust": v.mixback_energy_adjust if v.mixback else False,
         "ops": ">".join(v.ops), "order_mode": v.order, "seed": cfg.seed,
-        **{f"pos_{op}": (v.ops.index(op) + 1 if op in v.ops else 0) for op in
-           ("rrc", "compression", "noise", "specaugment", "time_shift", "freq_shift", "time_reversal", "blur")},
+        **{f"pos_{op}": (v.ops.index(op) + 1 if op in v.ops else 0) for op in OP_NAMES},
     }
 
 
