@@ -29,10 +29,10 @@ from typing import Any
 import pandas as pd
 
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
+from uclser_tune.training.downstream import TASKS
 
 DEFAULT = "default"
 RANDOM_INIT = "random_init"
-TASKS = ("linear", "finetune_noisy", "finetune_clean")
 HEADLINE = ["knn_val", "knn_test", *TASKS]
 DESCRIPTIONS = {
     "knn_val": "val kNN balanced accuracy, last epoch",
@@ -133,7 +133,6 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     writes its result into the job dir and is skipped when found there, so a re-run continues."""
     import torch
 
-    from uclser_tune.evaluation.patches import evaluate_knn
     from uclser_tune.train import RunDir, epoch_line
     from uclser_tune.training import build_model, pretrain
     from uclser_tune.training.downstream import (
@@ -174,8 +173,8 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
             began = time.perf_counter()
             if task is None:
                 if job["init"] == "random":
-                    row["knn_val"] = _knn(evaluate_knn, model, store, "val", cfg)
-                result = {"knn_val": row["knn_val"], "knn_test": _knn(evaluate_knn, model, store, "test", cfg)}
+                    row["knn_val"] = _knn(model, store, "val", cfg)
+                result = {"knn_val": row["knn_val"], "knn_test": _knn(model, store, "test", cfg)}
                 if "knn_val_best" in row:
                     result["knn_val_best"] = row["knn_val_best"]
             else:
@@ -199,9 +198,10 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     return row
 
 
-def _knn(evaluate_knn, model, store, split: str, cfg: RunConfig) -> float:
+def _knn(model: Any, store: Any, split: str, cfg: RunConfig) -> float:
     import torch
 
+    from uclser_tune.evaluation.patches import evaluate_knn
     from uclser_tune.training.runtime import resolve_device
 
     device = resolve_device(cfg.train.device)
