@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,14 @@ def test_rerun_skips_finished_jobs(retrained, experiment):
 def test_changed_config_and_missing_experiment_are_refused(retrained, experiment, tmp_path):
     proc = retrain(experiment, "--set", "train.tau=0.5")
     assert proc.returncode == 2 and "config differs" in proc.stderr
+    # a job without a checkpoint (the random-init baseline) is checked too, and its results are kept
+    out, _ = retrained
+    only_baseline = tmp_path / "only_baseline"
+    shutil.copytree(out / "random_init", only_baseline / "random_init")
+    before = (only_baseline / "random_init" / "seed_0" / "config.yaml").read_text()
+    proc = retrain(experiment, "--set", "train.tau=0.5", "--out", str(only_baseline))
+    assert proc.returncode == 2 and "random_init" in proc.stderr and "config differs" in proc.stderr
+    assert (only_baseline / "random_init" / "seed_0" / "config.yaml").read_text() == before
     proc = retrain(tmp_path / "nope")
     assert proc.returncode == 2 and "no such experiment" in proc.stderr
     (tmp_path / "empty").mkdir()

@@ -279,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides["downstream.epochs"] = args.downstream_epochs
         cands = candidates(exp_dir, args.top, not args.no_default)
         jobs = plan(cands, args.seeds, overrides, out)
-        from uclser_tune.train import RunDir
-
-        for job in jobs:  # a changed config in an existing job dir is refused before anything runs
-            if (Path(job["dir"]) / "config.yaml").exists():
-                RunDir(Path(job["dir"]), config_from_dict(job["config"]), resume=True)
+        for job in jobs:  # a job dir of another config is refused before anything runs (its results are kept)
+            written = Path(job["dir"]) / "config.yaml"
+            if written.exists() and written.read_text() != config_from_dict(job["config"]).to_yaml():
+                raise ConfigError(f"{job['dir']}: the config differs from the one this retraining started with "
+                                  f"({written}); re-run with the same options or choose another --out")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
