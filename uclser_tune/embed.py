@@ -18,7 +18,7 @@ from torch import nn
 
 from uclser_tune.data.params import EPS, FMAX, FMIN, HOP, N_FFT, N_MELS, SR, WIN
 from uclser_tune.models import build_encoder
-from uclser_tune.training import config_of, load_checkpoint
+from uclser_tune.training import config_of, encoder_state_of, load_checkpoint
 
 PATCH = 101  # frames per patch, as in training and evaluation
 PATCH_HOP = 50  # frames between patch starts: 50 · 220 / 22,050 s ≈ 498.9 ms
@@ -104,8 +104,7 @@ def load_model(checkpoint_path: str | Path, device: str | torch.device | None = 
     state = load_checkpoint(checkpoint_path)
     cfg = config_of(state)
     encoder = build_encoder(cfg.model.encoder, cfg.model.width)
-    prefix = "encoder."
-    encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    encoder.load_state_dict(encoder_state_of(state))
     model = EmbeddingModel(encoder, float(state["norm"]["mean"]), float(state["norm"]["std"]))
     return model.to(device or "cpu").eval()
 
