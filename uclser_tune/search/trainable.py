@@ -1,10 +1,13 @@
-"""The Ray Tune trainable: Ray plumbing around ``uclser_tune.training.pretrain`` and nothing else."""
+"""The Ray Tune trainables: Ray plumbing around ``uclser_tune.training.pretrain`` (or, for ``--surrogate``,
+around ``surrogate.score``) and nothing else."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -12,7 +15,10 @@ from ray import tune
 
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import FeatureStore
+from uclser_tune.search.surrogate import Truth, score
 from uclser_tune.training import NonFiniteLossError, load_checkpoint, pretrain, save_checkpoint
+
+SURROGATE_STATE = "surrogate.json"  # a surrogate trial's checkpoint: the last epoch it reported
 
 
 def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
@@ -43,3 +49,22 @@ def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
         # letting Ray retry it from a checkpoint that would diverge again
         tune.report({"epoch": err.epoch, "knn_acc": float("nan"), "error": str(err), "max_epochs": cfg.train.epochs,
                      **host})
+
+
+def surrogate_trial(config: dict[str, Any], truth: Truth) -> None:
+    """A planted-truth trial (``--surrogate``): reports ``surrogate.score`` of its run config every epoch,
+    with a checkpoint holding only the epoch, so ASHA, the study, the results table and resume see a
+    trial exactly like a training one, without data or a model."""
+    cfg = config_from_dict(config["run_config"])
+    checkpoint = tune.get_checkpoint()
+    start = 0
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = json.loads((Path(d) / SURROGATE_STATE).read_text())["epoch"]
+    host = {"node": platform.node(), "pid": os.getpid()}
+    for epoch in range(start + 1, cfg.train.epochs + 1):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / SURROGATE_STATE).write_text(json.dumps({"epoch": epoch}))
+            tune.report({"epoch": epoch, "knn_acc": score(truth, cfg, epoch, cfg.train.epochs, cfg.seed),
+                         "max_epochs": cfg.train.epochs, "resumed_from": start, **host},
+                        checkpoint=tune.Checkpoint.from_directory(d))
