@@ -1,51 +1,70 @@
-"""Pre-training throughput per encoder: clips per second of a full training step at batch 128 (256
-views) and the share of the step spent in the views, the forward pass (encoder, head, NT-Xent), the
-backward pass and the optimiser, on the CPU and on a GPU when one is present.
+"""Pre-training throughput per encoder and precision: clips per second of the full training step (views,
+encoder + head + NT-Xent forward, backward, SGD) at batch 128 (256 views) in fp32, bf16 autocast and
+bf16 + channels_last, each as a ratio to fp32 measured in the same run, with each phase's share.
 
-    python -m benchmarks.throughput [--steps 3] [--encoders resnet18 vgg_like crnn]
+    python -m benchmarks.throughput [--steps 5] [--encoders resnet18 vgg_like crnn]
+                                    [--configs fp32 bf16 bf16+cl] [--threads 2]
 
-The step is the one ``uclser_tune.training.pretrain`` runs (same pipeline, model, loss, optimiser,
-channels_last and mixed-precision choices), cut into timed phases with device synchronisation.
+The step is the one ``uclser_tune.training.pretrain`` runs, with the precision and memory layout resolved
+by the same ``training.runtime`` functions from ``train.precision`` / ``train.channels_last``; ``default``
+is the shipped config (``auto`` / ``auto``), and the line after each table says what it resolved to.
+The configs of one encoder are interleaved step by step (warm-up steps first), so a load change on a
+shared machine hits them all alike; the load average before and after is printed with the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from benchmarks.common import fsd_like_clips
-from uclser_tune.config import config_from_dict
+from uclser_tune.config import RunConfig, config_from_dict
+from uclser_tune.data.tensors import ClipTensors
 from uclser_tune.losses import nt_xent
 from uclser_tune.training import build_model
-from uclser_tune.training.runtime import amp_dtype, autocast, use_channels_last
+from uclser_tune.training.runtime import amp_dtype, autocast, precision_name, use_channels_last
 from uclser_tune.views.pipeline import ViewPipeline
 
 PHASES = ("views", "forward", "backward", "optimiser")
+CONFIGS = {  # name → train.* overrides
+    "fp32": {"precision": "fp32", "channels_last": "off"},
+    "fp32+cl": {"precision": "fp32", "channels_last": "on"},
+    "bf16": {"precision": "bf16", "channels_last": "off"},
+    "bf16+cl": {"precision": "bf16", "channels_last": "on"},
+    "default": {},
+}
 
 
-def profile(encoder: str, device: torch.device, steps: int, batch: int) -> dict[str, float]:
-    """Median seconds per phase over ``steps`` steps after two warm-up steps."""
-    cfg = config_from_dict({"model": {"encoder": encoder}, "train": {"batch_size": batch}})
-    clips = fsd_like_clips(2000, seed=0).to(device)
+def resolved(cfg: RunConfig, device: torch.device) -> str:
+    """What a config runs as on ``device``, e.g. 'bf16+cl'."""
+    dtype = amp_dtype(cfg.train.precision, device)
+    return precision_name(dtype) + ("+cl" if use_channels_last(cfg.train, device, cfg.model.encoder) else "")
+
+
+def step_fn(cfg: RunConfig, clips: ClipTensors, device: torch.device) -> Callable[[torch.Generator], list[float]]:
+    """One pre-training step of ``cfg`` as pretrain runs it; the returned call gives each phase's seconds."""
     pipeline = ViewPipeline.from_config(cfg.views, -2.0, 1.0)
     model = build_model(cfg).to(device)
-    channels_last = use_channels_last(cfg.train, device, encoder)
+    dtype = amp_dtype(cfg.train.precision, device)
+    channels_last = use_channels_last(cfg.train, device, cfg.model.encoder)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    dtype = amp_dtype("auto", device)
-    gen = torch.Generator(device=device).manual_seed(0)
+    t = cfg.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    batch = t.batch_size
 
     def sync() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    times: dict[str, list[float]] = {p: [] for p in PHASES}
-    for step in range(steps + 2):
+    def step(gen: torch.Generator) -> list[float]:
         idx = torch.randint(len(clips), (batch,), device=device, generator=gen)
         t0 = sync()
         with torch.no_grad():
@@ -55,41 +74,77 @@ def profile(encoder: str, device: torch.device, steps: int, batch: int) -> dict[
         t1 = sync()
         with autocast(device, dtype):
             _, z = model(x)
-        loss = nt_xent(z[:batch], z[batch:], cfg.train.tau)
+        loss = nt_xent(z[:batch], z[batch:], t.tau)
         t2 = sync()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         t3 = sync()
         opt.step()
         t4 = sync()
-        if step >= 2:
-            for p, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                times[p].append(dt)
-    return {p: sorted(v)[len(v) // 2] for p, v in times.items()}
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss in the benchmark step of {cfg.model.encoder}")
+        return [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+
+    return step
+
+
+def measure(encoder: str, device: torch.device, configs: list[str], steps: int, batch: int = 128,
+            width: float = 1.0, warmup: int = 2, clips: ClipTensors | None = None) -> dict[str, dict[str, Any]]:
+    """Per config: median seconds per phase and per step over ``steps`` interleaved steps (after
+    ``warmup`` untimed ones), clips/s, and what the config resolved to on ``device``."""
+    clips = (clips if clips is not None else fsd_like_clips(2000, seed=0)).to(device)
+    cfgs = {name: config_from_dict({"model": {"encoder": encoder, "width": width},
+                                    "train": {"batch_size": batch, "device": device.type, **CONFIGS[name]}})
+            for name in configs}
+    steps_of = {name: step_fn(cfg, clips, device) for name, cfg in cfgs.items()}
+    gens = {name: torch.Generator(device=device).manual_seed(0) for name in configs}
+    times: dict[str, list[list[float]]] = {name: [] for name in configs}
+    for i in range(warmup + steps):
+        for name in configs:
+            phases = steps_of[name](gens[name])
+            if i >= warmup:
+                times[name].append(phases)
+    out = {}
+    for name, rows in times.items():
+        step = statistics.median(sum(r) for r in rows)
+        out[name] = {"seconds": step, "clips_per_s": batch / step, "runs_as": resolved(cfgs[name], device),
+                     **{p: statistics.median(r[j] for r in rows) for j, p in enumerate(PHASES)}}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoders", nargs="+", default=["resnet18", "vgg_like", "crnn"])
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per encoder and device (after 2 warm-up)")
+    ap.add_argument("--configs", nargs="+", default=["fp32", "bf16", "bf16+cl", "default"], choices=list(CONFIGS))
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per config (after 2 warm-up), interleaved")
     ap.add_argument("--gpu-steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     a = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    if "fp32" not in a.configs:
+        ap.error("--configs must include fp32 (the baseline of the ratios)")
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     name = {"cpu": f"cpu ({torch.get_num_threads()} threads)"}
     if torch.cuda.is_available():
         name["cuda"] = torch.cuda.get_device_name()
-    print(f"batch {a.batch} clips = {2 * a.batch} views of 101×96; median of the timed steps; torch {torch.__version__}")
-    print("| encoder | device | clips/s | ms/step | views | forward | backward | optimiser |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"batch {a.batch} clips = {2 * a.batch} views of {101}×96, width {a.width}; median of {a.steps} "
+          f"interleaved steps; torch {torch.__version__}")
+    print("| encoder | device | config | runs as | clips/s | ms/step | × fp32 | views | forward | backward | optimiser |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         for encoder in a.encoders:
-            t = profile(encoder, device, a.steps if device.type == "cpu" else a.gpu_steps, a.batch)
-            total = sum(t.values())
-            shares = " | ".join(f"{t[p] / total * 100:.1f}%" for p in PHASES)
-            print(f"| {encoder} | {name[device.type]} | {a.batch / total:,.1f} | {total * 1e3:,.0f} | {shares} |",
-                  flush=True)
+            load = os.getloadavg()[0]
+            res = measure(encoder, device, a.configs, a.steps if device.type == "cpu" else a.gpu_steps, a.batch,
+                          a.width)
+            for cfg_name, r in res.items():
+                shares = " | ".join(f"{r[p] / r['seconds'] * 100:.1f}%" for p in PHASES)
+                print(f"| {encoder} | {name[device.type]} | {cfg_name} | {r['runs_as']} | {r['clips_per_s']:,.1f} | "
+                      f"{r['seconds'] * 1e3:,.0f} | {r['clips_per_s'] / res['fp32']['clips_per_s']:.2f}× | "
+                      f"{shares} |", flush=True)
+            print(f"<!-- {encoder} on {device.type}: load average {load:.2f} before, {os.getloadavg()[0]:.2f} "
+                  f"after -->", flush=True)
 
 
 if __name__ == "__main__":

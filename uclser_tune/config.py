@@ -72,12 +72,20 @@ class TrainConfig:
     batch_size: int = _f(128, "clips per batch (N; the loss sees 2N views)", **_range(2, 65_536))
     tau: float = _f(0.2, "NT-Xent temperature", **_range(0.0, 10.0, lo_open=True))
     lr: float = _f(0.03, "SGD learning rate", **_range(0.0, 10.0, lo_open=True))
+    lr_scaling: Literal["none", "linear"] = _f(
+        "none", "'none': lr as given (the paper); 'linear': lr × batch_size / 128, 128 being the paper's batch, so "
+        "that a batch-size search keeps the lr per sample fixed")
     momentum: float = _f(0.9, "SGD momentum", **_range(0.0, 1.0))
     weight_decay: float = _f(1e-4, "SGD weight decay", **_range(0.0, 1.0))
     lr_milestones: list[float] = _f([0.65, 0.85], "lr × lr_gamma at these fractions of the epochs (325, 425 of 500)")
     lr_gamma: float = _f(0.1, "lr decay factor at each milestone", **_range(0.0, 1.0, lo_open=True))
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "'auto': bf16 on GPUs that support it, else fp32")
-    channels_last: Literal["auto", "on", "off"] = _f("auto", "'auto': channels_last on CUDA for conv encoders")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "autocast dtype; 'auto': bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16, "
+        "AMX), else fp32; 'bf16' on any device; 'fp16' on CUDA only (refused on a CPU). The one that ran is in "
+        "each epoch's metrics and the checkpoint")
+    channels_last: Literal["auto", "on", "off"] = _f(
+        "auto", "channels_last memory layout; 'auto': on for conv encoders on CUDA and on a CPU running bf16 "
+        "(faster there, benchmarks/README.md), off for the CRNN and fp32 on a CPU")
     device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int = _f(0, "torch CPU threads; 0 = all cores", **_range(0, 1024))
     max_batches_per_epoch: int = _f(0, "cap on batches per epoch for smoke runs; 0 = a full pass", **_range(0, 10**9))
@@ -272,7 +280,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            reason = " ".join(str(getattr(err, "problem", "") or err).split())
+            raise ConfigError(f"override {item!r}: {key.strip()}: the value is not valid YAML ({reason}); quote "
+                              f"lists in the shell, e.g. {key.strip()}='[a, b]'") from None
     return out
 
 

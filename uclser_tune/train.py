@@ -24,7 +24,7 @@ from typing import Any
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, describe_config, load_config, parse_overrides
 
 METRIC_FIELDS = ["epoch", "loss", "lr", "clips_per_s", "epoch_seconds", "sampling_fallbacks",
-                 "knn_acc", "knn_micro", "knn_top3"]
+                 "knn_acc", "knn_micro", "knn_top3", "precision", "channels_last"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ class RunDir:
         tb = self.tensorboard()
         if tb is not None:
             for key, value in metrics.items():
-                if key != "epoch":
+                if key != "epoch" and not isinstance(value, str):  # 'precision' is in metrics.csv
                     tb.add_scalar(f"pretrain/{key}", value, metrics["epoch"])
             tb.flush()
         if metrics.get("knn_acc", -1.0) > self.best:
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(args)
         out = args.out or Path("runs/train") / (args.config.stem if args.config else "default")
+        from uclser_tune.training.runtime import amp_dtype, resolve_device
+
+        amp_dtype(cfg.train.precision, resolve_device(cfg.train.device))  # refuses fp16 on a CPU before any write
         run = RunDir(out, cfg, args.resume)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

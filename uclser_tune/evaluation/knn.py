@@ -52,14 +52,10 @@ def _neighbours(z: torch.Tensor, clip_of: torch.Tensor, k: int, block: int):
         running[bi] = None
 
 
-def knn_scores(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200,
-               chunk: int | None = None) -> dict[str, float]:
-    """Balanced accuracy, micro accuracy and top-3 accuracy of the clip-level kNN prediction.
-
-    ``z`` (P, D) patch embeddings, ``clip_ids`` (P,) each patch's clip, ``labels`` (P,) each patch's
-    clip label. ``k`` larger than the bank uses every other-clip patch. top-3: the true class is
-    among the 3 classes with most neighbour votes summed over the clip's patches.
-    """
+def knn_predict(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200,
+                chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per clip (in the order of its id): the true label, the kNN prediction, and the neighbour votes
+    summed over the clip's patches (clips, classes). Arguments as :func:`knn_scores`."""
     z = torch.nn.functional.normalize(z.float(), dim=1)
     clip_ids, labels = torch.as_tensor(clip_ids, device=z.device), torch.as_tensor(labels, device=z.device).long()
     clips, clip_of = torch.unique(clip_ids, return_inverse=True)
@@ -71,10 +67,22 @@ def knn_scores(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k:
     patch_pred = _majority(patch_votes)
     clip_votes = torch.zeros(len(clips), n_classes, device=z.device)
     clip_votes.index_put_((clip_of, patch_pred), torch.ones(n_patches, device=z.device), accumulate=True)
-    clip_pred = _majority(clip_votes)
     clip_label = torch.zeros(len(clips), dtype=torch.long, device=z.device).scatter_(0, clip_of, labels)
     summed = torch.zeros(len(clips), n_classes, device=z.device).index_add_(0, clip_of, patch_votes)
-    rank_key = summed * n_classes - torch.arange(n_classes, device=z.device)  # ties: smaller id first
+    return clip_label, _majority(clip_votes), summed
+
+
+def knn_scores(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200,
+               chunk: int | None = None) -> dict[str, float]:
+    """Balanced accuracy, micro accuracy and top-3 accuracy of the clip-level kNN prediction.
+
+    ``z`` (P, D) patch embeddings, ``clip_ids`` (P,) each patch's clip, ``labels`` (P,) each patch's
+    clip label. ``k`` larger than the bank uses every other-clip patch. top-3: the true class is
+    among the 3 classes with most neighbour votes summed over the clip's patches.
+    """
+    clip_label, clip_pred, summed = knn_predict(z, clip_ids, labels, k, chunk)
+    n_classes = summed.shape[1]
+    rank_key = summed * n_classes - torch.arange(n_classes, device=summed.device)  # ties: smaller id first
     top3 = rank_key.topk(min(3, n_classes), dim=1).indices
     return {
         "balanced_acc": balanced_accuracy(clip_label, clip_pred),

@@ -16,16 +16,18 @@ from typing import Any
 
 import torch
 
-from uclser_tune.config import RunConfig, config_from_dict
+from uclser_tune.config import RunConfig, TrainConfig, config_from_dict
 from uclser_tune.data.store import FeatureStore
 from uclser_tune.data.tensors import ClipTensors
 from uclser_tune.evaluation.patches import evaluate_knn
 from uclser_tune.losses import nt_xent
 from uclser_tune.models import ContrastiveModel, ProjectionHead, build_encoder
+from uclser_tune.training.downstream import batches
 from uclser_tune.training.runtime import (
     amp_dtype,
     autocast,
     lr_milestones,
+    precision_name,
     resolve_device,
     set_threads,
     use_channels_last,
@@ -33,6 +35,7 @@ from uclser_tune.training.runtime import (
 from uclser_tune.views.pipeline import ViewPipeline
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
+LR_REFERENCE_BATCH = 128  # the paper's batch size, for which its lr 0.03 was chosen (train.lr_scaling='linear')
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,7 +112,8 @@ def pretrain(
     channels_last = use_channels_last(t, device, cfg.model.encoder)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(t, batch_size), momentum=t.momentum,
+                                weight_decay=t.weight_decay)
     milestones = lr_milestones(t.lr_milestones, t.epochs)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=t.lr_gamma)
     dtype = amp_dtype(t.precision, device)
@@ -130,17 +134,17 @@ def pretrain(
         result.history = list(resume["history"])
         start_epoch = resume["epoch"] + 1
 
-    n_batches = len(clips) // batch_size
-    if t.max_batches_per_epoch:
-        n_batches = min(n_batches, t.max_batches_per_epoch)
     for epoch in range(start_epoch, t.epochs + 1):
         model.train()
         started = time.perf_counter()
         order = torch.randperm(len(clips), generator=order_gen).to(device)
+        # The last partial batch is kept, as in the reference; a tail of one clip is not (no negatives:
+        # its NT-Xent is 0, the step would be weight decay and momentum only). Reshuffled every epoch.
+        parts = batches(order, batch_size, drop_single=True)[: t.max_batches_per_epoch or None]
+        n_batches, seen = len(parts), 0
         loss_sum = torch.zeros((), device=device)
         fallbacks_before = pipeline.stats.get("fallbacks", 0)
-        for b in range(n_batches):
-            idx = order[b * batch_size : (b + 1) * batch_size]
+        for b, idx in enumerate(parts):
             with torch.no_grad():
                 v1, v2 = pipeline(clips, idx, view_gen)
                 x = torch.cat([v1, v2])
@@ -154,6 +158,7 @@ def pretrain(
             scaler.step(optimizer)
             scaler.update()
             loss_sum += loss.detach()
+            seen += len(idx)
             if progress is not None:
                 progress(b + 1, n_batches)
         mean_loss = loss_sum.item() / n_batches
@@ -164,9 +169,12 @@ def pretrain(
             "epoch": epoch,
             "loss": mean_loss,
             "lr": optimizer.param_groups[0]["lr"],
-            "clips_per_s": n_batches * batch_size / seconds,
+            "clips": seen,
+            "clips_per_s": seen / seconds,
             "epoch_seconds": seconds,
             "sampling_fallbacks": pipeline.stats.get("fallbacks", 0) - fallbacks_before,
+            "precision": precision_name(dtype),  # what ran: 'auto' resolves per machine
+            "channels_last": channels_last,
         }
         scheduler.step()
         if epoch % cfg.eval.every == 0 or epoch == t.epochs:
@@ -187,10 +195,18 @@ def pretrain(
             "config": cfg.to_dict(),
             "norm": {"mean": float(store.mean), "std": float(store.std)},
             "pretrain_split": split_name,
+            "precision": precision_name(dtype),
+            "channels_last": channels_last,
         }
         if report is not None:
             report(metrics, result.state)
     return result
+
+
+def scaled_lr(t: TrainConfig, batch_size: int) -> float:
+    """The initial SGD lr: ``t.lr``, or with ``lr_scaling='linear'`` ``t.lr × batch_size / 128`` (the
+    batch actually used), so that a batch-size search keeps the lr per sample at the paper's."""
+    return t.lr * batch_size / LR_REFERENCE_BATCH if t.lr_scaling == "linear" else t.lr
 
 
 def config_of(state: dict[str, Any]) -> RunConfig:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+from pathlib import Path
 
 import torch
 
-from uclser_tune.config import TrainConfig
+from uclser_tune.config import ConfigError, TrainConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -20,13 +22,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX, Arm's BF16 extension). Only
+    there does bf16 autocast pay off: elsewhere oneDNN emulates it and a step gets slower, not faster.
+    torch's own ``get_cpu_capability()`` says 'AVX512' with or without BF16, so the kernel's flags decide;
+    without /proc/cpuinfo (macOS, Windows) the answer is no and 'auto' stays fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. Mixed precision is a GPU feature here: CPU stays fp32."""
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype of ``train.precision`` on ``device``, or None for fp32.
+
+    'auto' is bf16 where the hardware has it natively (CUDA GPUs that support it, CPUs with
+    AVX512-BF16/AMX) and fp32 elsewhere. An explicit 'bf16' is honoured on any device. 'fp16' is refused
+    on a CPU: no CPU this project targets has fp16 arithmetic units, so it would be slower than fp32 and
+    need loss scaling besides; bf16 is the CPU's mixed precision.
+    """
+    if precision == "fp32":
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+        return torch.bfloat16 if native else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision: 'fp16' runs on CUDA GPUs only, and this run's device is "
+                          f"{device.type}; use 'bf16' or 'auto' (bf16 where the CPU has it natively) or 'fp32'")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """What ran, for metrics and checkpoints: 'fp32', 'bf16' or 'fp16'."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -34,9 +69,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def use_channels_last(train: TrainConfig, device: torch.device, encoder: str) -> bool:
-    """channels_last speeds up cuDNN convolutions; the CRNN's GRU gains nothing from it."""
+    """'auto': channels_last for the conv encoders on CUDA (cuDNN's fast layout) and on a CPU in bf16,
+    where oneDNN's bf16 convolutions want it (benchmarks/README.md: in fp32 on the CPU it gains
+    nothing). The CRNN's GRU gains nothing from it."""
     if train.channels_last == "auto":
-        return device.type == "cuda" and encoder != "crnn"
+        return encoder != "crnn" and (device.type == "cuda" or amp_dtype(train.precision, device) == torch.bfloat16)
     return train.channels_last == "on"
 
 
