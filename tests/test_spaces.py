@@ -134,19 +134,47 @@ def test_when_condition_does_not_depend_on_param_order(tmp_path):
     assert seen == {True, False}
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "augs.yaml", "paper_ablations.yaml"])
-def test_config_for_rebuilds_a_trials_config(name):
-    space = load_space(name)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-    overrides = {"train.epochs": 3, "eval.every": 1}
-    for _ in range(5):
-        trial = study.ask()
-        expected = space.define_by_run(trial, overrides)["run_config"]
-        assert space.config_for(trial.params, overrides).to_dict() == expected
-        assert space.config_for(trial.params).train.epochs == space.epochs
-        study.tell(trial, 0.5)
+def test_config_for_builds_the_config_written_out_by_hand():
+    """smoke.yaml's params of one trial, and the run config they mean, worked out by hand: Lehmer digits
+    2, 0, 1 over [rrc, compression, noise, specaugment] give noise, rrc, specaugment, compression, of
+    which compression is off; magnitudes only for the ops that are on; the base and the epochs kept."""
+    space = load_space("smoke.yaml")
+    params = {"train.tau": 0.1, "views.sampling": "same", "views.mixback": True, "views.mixback_alpha": 0.07,
+              "use_rrc": True, "rrc_scale_min": 0.7, "use_compression": False, "use_noise": True,
+              "noise_sigma_max": 0.02, "use_specaugment": True, "order_d0": 2, "order_d1": 0, "order_d2": 1}
+    cfg = space.config_for(params)
+    assert cfg.train.tau == 0.1 and cfg.views.sampling == "same" and cfg.views.mixback is True
+    assert cfg.views.mixback_alpha == 0.07
+    assert cfg.views.ops == ["noise", "rrc", "specaugment"] and cfg.views.order == "fixed"
+    assert cfg.views.op_params == {"noise": {"sigma_max": 0.02}, "rrc": {"scale_min": 0.7}}
+    assert (cfg.model.encoder, cfg.model.width, cfg.model.proj_dim) == ("resnet18", 0.125, 32)
+    assert (cfg.train.batch_size, cfg.train.max_batches_per_epoch, cfg.train.epochs) == (32, 3, 4)
+    assert cfg.eval.knn_k == 10 and cfg.data.synth_size == "tiny"
+    assert space.config_for(params, {"train.epochs": 3, "eval.every": 2}).train.epochs == 3
+    off = {**{k: v for k, v in params.items() if k != "views.mixback_alpha"}, "views.mixback": False}
+    assert space.config_for(off).views.mixback is False  # α is not asked for when mix-back is off
     with pytest.raises(SpaceError, match="params do not match"):
         space.config_for({})
+
+
+@pytest.mark.parametrize("order, params, ops, pipeline_order", [
+    # random keys: the ops sorted by their key, the ones that are off dropped
+    ("random_keys", {"order_key_rrc": 0.9, "order_key_noise": 0.1, "order_key_blur": 0.5}, ["noise", "blur", "rrc"],
+     "fixed"),
+    ("random_keys", {"order_key_rrc": 0.2, "order_key_noise": 0.3, "order_key_blur": 0.25}, ["rrc", "blur", "noise"],
+     "fixed"),
+    # random per sample: no order params; the pipeline shuffles the ops of each view
+    ("random_per_sample", {}, ["rrc", "noise", "blur"], "random_per_sample"),
+])
+def test_random_keys_and_random_per_sample_orders(tmp_path, order, params, ops, pipeline_order):
+    space = load_space(write(tmp_path, {"epochs": 2, "ops": {"candidates": ["rrc", "noise", "blur"], "use": "all",
+                                                             "order": order}}))
+    cfg = space.config_for(params)
+    assert cfg.views.ops == ops and cfg.views.order == pipeline_order
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    space.define_by_run(trial)
+    assert set(trial.params) == set(params)  # exactly these params are searched
 
 
 # ---------------------------------------------------------------- the search driver, before and without Ray

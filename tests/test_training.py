@@ -1,6 +1,7 @@
-"""Pre-training loop: resume gives the same next epoch, non-finite loss stops cleanly, the CLI's
-checkpoints, Ctrl-C and resume."""
+"""Pre-training loop: each SGD step against a reference, learning on a tiny set, resume gives the same
+next epoch, non-finite loss stops cleanly, the CLI's checkpoints, Ctrl-C and resume."""
 
+import importlib
 import os
 import signal
 import subprocess
@@ -11,10 +12,11 @@ import pytest
 import torch
 
 from uclser_tune.config import config_from_dict
-from uclser_tune.training import NonFiniteLossError, load_checkpoint, pretrain, save_checkpoint
+from uclser_tune.training import NonFiniteLossError, build_model, load_checkpoint, pretrain, save_checkpoint
 
 SMALL = {"model": {"encoder": "resnet18", "width": 0.125, "proj_hidden": 32, "proj_dim": 16},
-         "train": {"epochs": 3, "batch_size": 16, "max_batches_per_epoch": 3},
+         "train": {"epochs": 3, "batch_size": 16, "max_batches_per_epoch": 3, "device": "cpu", "precision": "fp32",
+                   "num_threads": 1},
          "eval": {"knn_k": 5}, "data": {"synth_size": "tiny"}}
 
 
@@ -23,6 +25,102 @@ def small_cfg(**sections):
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return config_from_dict(data)
+
+
+def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+    """SimCLR's loss written per view: -s(i, pos)/τ + log Σ_{k≠i} exp(s(i, k)/τ), views interleaved."""
+    z = torch.stack([z1, z2], 1).reshape(2 * len(z1), -1)
+    z = z / z.norm(dim=1, keepdim=True)
+    terms = []
+    for i in range(len(z)):
+        pos = i + 1 if i % 2 == 0 else i - 1
+        others = torch.cat([z[:i], z[i + 1 :]]) @ z[i] / tau
+        terms.append(torch.logsumexp(others, 0) - z[i] @ z[pos] / tau)
+    return torch.stack(terms).mean()
+
+
+def record_training_steps(monkeypatch) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Make pretrain's model record, at each training forward, its input views and its weights
+    (the weights before that step's update)."""
+    module = importlib.import_module("uclser_tune.training.pretrain")  # the package exports a function of that name
+    steps, real_build = [], module.build_model
+
+    def build_and_record(cfg):
+        model = real_build(cfg)
+
+        def hook(m, args):
+            if m.training:
+                steps.append((args[0].detach().clone(), {k: v.detach().clone() for k, v in m.state_dict().items()}))
+
+        model.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(module, "build_model", build_and_record)
+    return steps
+
+
+def test_every_step_is_sgd_on_the_nt_xent_of_both_views(tiny_store, monkeypatch):
+    """Replays the run's own views through a fresh model: the reference loss, its gradient through both
+    views, SGD with momentum and weight decay written out, and the lr decayed after the milestone. A
+    no-op or sign-flipped step, a view whose gradient is dropped, a wrong τ or an lr schedule that is
+    never applied each miss the reference by 50 % or more; float32 rounding stays below 1e-4."""
+    cfg = small_cfg(train={"epochs": 3, "batch_size": 8, "max_batches_per_epoch": 1, "lr": 0.05,
+                           "lr_milestones": [0.34], "lr_gamma": 0.2, "weight_decay": 0.01, "tau": 0.3})
+    steps = record_training_steps(monkeypatch)
+    result = pretrain(cfg, tiny_store)
+    assert len(steps) == 3
+    t = cfg.train
+    lrs = [t.lr, t.lr * t.lr_gamma, t.lr * t.lr_gamma]  # milestone round(0.34 · 3) = 1: decayed from epoch 2
+    reference = build_model(cfg)
+    names = [n for n, _ in reference.named_parameters()]
+    momentum: dict[str, torch.Tensor] = {}
+    for i, (x, before) in enumerate(steps):
+        after = steps[i + 1][1] if i + 1 < len(steps) else result.state["model"]
+        reference.load_state_dict(before)
+        reference.train()
+        _, z = reference(x)
+        loss = reference_nt_xent(z[: len(x) // 2], z[len(x) // 2 :], t.tau)
+        grads = torch.autograd.grad(loss, list(reference.parameters()))
+        expected, actual = [], []
+        for name, g in zip(names, grads):
+            d = g + t.weight_decay * before[name]
+            momentum[name] = d if i == 0 else t.momentum * momentum[name] + d
+            expected.append((-lrs[i] * momentum[name]).flatten())
+            actual.append((after[name] - before[name]).flatten())
+        expected, actual = torch.cat(expected), torch.cat(actual)
+        error = float((actual - expected).norm() / expected.norm())
+        assert error < 1e-4, f"step {i + 1}: update off the reference by {error:.3g} (lr {lrs[i]})"
+    assert [m["lr"] for m in result.history] == pytest.approx(lrs)
+
+
+def test_pre_training_learns_on_a_tiny_set(tiny_store):
+    """36 steps (6 epochs × 6 batches of 32). Measured over seeds 0-7 (CPU): the training loss goes from
+    3.13-3.45 (epoch 1) to 1.82-2.13 (epoch 6), and NT-Xent on a fixed draw of views of the held-out val
+    clips (60 pairs, chance ln 119 = 4.78; the reference loss, so a sign flipped in the library's shows) from 4.07-4.63 at random init to 2.34-2.61. The margins below
+    are half those gaps. (kNN on 60-120 clips is too noisy at this length: its gain over random init
+    ranged from -0.07 to +0.19 over the same seeds, so it is not the check here.)"""
+    from uclser_tune.views.pipeline import ViewPipeline
+
+    cfg = small_cfg(model={"proj_hidden": 64, "proj_dim": 32},
+                    train={"epochs": 6, "batch_size": 32, "max_batches_per_epoch": 0, "lr_milestones": [0.99]},
+                    eval={"every": 6})
+    val = tiny_store.splits["val"].to_torch()
+    pipeline = ViewPipeline.from_config(cfg.views, tiny_store.mean, tiny_store.std)
+    v1, v2 = pipeline(val, torch.arange(len(val)), torch.Generator().manual_seed(123))
+
+    def held_out_loss(model) -> float:
+        with torch.no_grad():
+            _, z = model.train()(torch.cat([v1, v2]))
+        return reference_nt_xent(z[: len(val)], z[len(val) :], cfg.train.tau).item()  # not the code under test
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)  # pretrain's own initial weights: same seed, same construction
+    at_init = held_out_loss(model)
+    result = pretrain(cfg, tiny_store)
+    model.load_state_dict(result.state["model"])
+    losses = [m["loss"] for m in result.history]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.6, losses
+    assert held_out_loss(model) < at_init - 0.8, (at_init, held_out_loss(model))
 
 
 def test_resume_gives_the_same_next_epoch(tiny_store, tmp_path):
