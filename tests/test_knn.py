@@ -21,8 +21,10 @@ def majority(counts):
 
 
 def slow_knn(z, clip_ids, labels, k):
+    """(balanced, micro, top-3) accuracy, one patch and one clip at a time. Top-3: the clip's neighbour
+    votes summed over its patches, classes ranked by votes, ties to the smaller id."""
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    patch_pred = []
+    patch_pred, patch_votes = [], []
     for i in range(len(z)):
         bank = [(float(z[i] @ z[j]), j) for j in range(len(z)) if clip_ids[j] != clip_ids[i]]
         bank.sort(key=lambda t: -t[0])
@@ -30,18 +32,23 @@ def slow_knn(z, clip_ids, labels, k):
         for _, j in bank[:k]:
             counts[int(labels[j])] = counts.get(int(labels[j]), 0) + 1
         patch_pred.append(majority(counts))
+        patch_votes.append(counts)
     clips = sorted(set(clip_ids.tolist()))
-    truth, pred = [], []
+    truth, pred, in_top3 = [], [], []
     for c in clips:
         rows = [i for i in range(len(z)) if clip_ids[i] == c]
-        counts = {}
+        counts, summed = {}, {}
         for i in rows:
             counts[patch_pred[i]] = counts.get(patch_pred[i], 0) + 1
+            for cls, v in patch_votes[i].items():
+                summed[cls] = summed.get(cls, 0) + v
         truth.append(int(labels[rows[0]]))
         pred.append(majority(counts))
+        ranked = sorted(range(int(labels.max()) + 1), key=lambda cls: (-summed.get(cls, 0), cls))
+        in_top3.append(truth[-1] in ranked[:3])
     truth, pred = np.array(truth), np.array(pred)
     recalls = [np.mean(pred[truth == c] == c) for c in np.unique(truth)]
-    return float(np.mean(recalls)), float(np.mean(truth == pred))
+    return float(np.mean(recalls)), float(np.mean(truth == pred)), float(np.mean(in_top3))
 
 
 def random_set(seed, n_clips=25, n_classes=5, dim=8):
@@ -60,7 +67,7 @@ def random_set(seed, n_clips=25, n_classes=5, dim=8):
 @pytest.mark.parametrize("k", [1, 4, 10, 1000])
 def test_equals_slow_reference(seed, k):
     z, clip_ids, labels = random_set(seed)
-    ref_bal, ref_micro = slow_knn(z, clip_ids, labels, k)
+    ref_bal, ref_micro, ref_top3 = slow_knn(z, clip_ids, labels, k)
     perm = np.random.default_rng(seed).permutation(len(z))  # a clip's patches scattered over the blocks
     for order in (np.arange(len(z)), perm):
         for chunk in (None, 1, 7):
@@ -68,6 +75,7 @@ def test_equals_slow_reference(seed, k):
                              torch.from_numpy(labels[order]), k, chunk=chunk)
             assert got["balanced_acc"] == pytest.approx(ref_bal)
             assert got["micro_acc"] == pytest.approx(ref_micro)
+            assert got["top3_acc"] == pytest.approx(ref_top3)
 
 
 def test_ties_go_to_the_smallest_class_id():
@@ -78,7 +86,8 @@ def test_ties_go_to_the_smallest_class_id():
     z_np, c_np, l_np = z.numpy(), clip_ids.numpy(), labels.numpy()
     for k in (2, 3):
         got = knn_scores(z, clip_ids, labels, k)
-        assert got["balanced_acc"] == pytest.approx(slow_knn(z_np, c_np, l_np, k)[0])
+        assert [got[m] for m in ("balanced_acc", "micro_acc", "top3_acc")] == pytest.approx(
+            slow_knn(z_np, c_np, l_np, k))
     # k=2, labels 1, 2, 1, 0: clip 0 → 1 (tie 2:1), clip 1 → 1 (two votes), clip 2 → 1 (tie 1:2), clip 3 → 1 (tie)
     assert knn_scores(z, clip_ids, labels, 2)["micro_acc"] == pytest.approx(2 / 4)
     # clip-level tie: a clip whose two patches predict classes 3 and 0 takes class 0
@@ -86,6 +95,39 @@ def test_ties_go_to_the_smallest_class_id():
     clip_ids, labels = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 0, 3, 0])
     assert knn_scores(z, clip_ids, labels, 1)["micro_acc"] == pytest.approx(slow_knn(
         z.numpy(), clip_ids.numpy(), labels.numpy(), 1)[1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top3_and_micro_with_tied_votes(seed):
+    """Integer embeddings on few directions: many patches at the same similarity and many classes with
+    the same vote count, so the top-k cut and the top-3 ranking are decided by the tie rules."""
+    rng = np.random.default_rng(seed)
+    n_clips, n_classes = 30, 6
+    per_clip = rng.integers(1, 4, n_clips)
+    clip_ids = np.repeat(np.arange(n_clips), per_clip)
+    labels = np.repeat(rng.integers(0, n_classes, n_clips), per_clip)
+    z = rng.integers(0, 2, size=(len(labels), 3)).astype(float) + np.eye(3)[rng.integers(0, 3, len(labels))]
+    for k in (1, 3, 8, 1000):
+        got = knn_scores(torch.from_numpy(z), torch.from_numpy(clip_ids), torch.from_numpy(labels), k)
+        ref = slow_knn(z, clip_ids, labels, k) if k == 1000 else None
+        if ref is not None:  # with every patch in the bank no tie in the similarity ranking can matter
+            assert [got[m] for m in ("balanced_acc", "micro_acc", "top3_acc")] == pytest.approx(ref)
+        assert 0 <= got["micro_acc"] <= got["top3_acc"] <= 1
+
+
+def test_top3_by_hand():
+    # five clips of one patch each; labels 0, 1, 2, 3, 3. k = 4 (the whole bank), so each clip's votes
+    # are the other clips' labels: clip 0 sees 1, 2, 3, 3 → ranked 3, 1, 2 (0 is not among them).
+    z = torch.eye(5)
+    labels, clip_ids = torch.tensor([0, 1, 2, 3, 3]), torch.arange(5)
+    # clip 1 sees 0, 2, 3, 3 → 3, 0, 2: miss; clip 2 sees 0, 1, 3, 3 → 3, 0, 1: miss; clips 3 and 4 see
+    # 0, 1, 2, 3 → all tied, smallest ids 0, 1, 2: miss. No clip has its class in its top 3.
+    assert knn_scores(z, clip_ids, labels, 4)["top3_acc"] == 0.0
+    labels = torch.tensor([0, 0, 1, 2, 3])  # clip 0 sees 0, 1, 2, 3 → ties → 0, 1, 2: hit; clip 1 likewise
+    # clip 2 sees 0, 0, 2, 3 → 0, 2, 3: miss (its class 1 has no vote); clip 3 sees 0, 0, 1, 3 → 0, 1, 3: miss;
+    # clip 4 sees 0, 0, 1, 2 → 0, 1, 2: miss
+    assert knn_scores(z, clip_ids, labels, 4)["top3_acc"] == pytest.approx(2 / 5)
+    assert slow_knn(z.numpy(), clip_ids.numpy(), labels.numpy(), 4)[2] == pytest.approx(2 / 5)
 
 
 def test_separated_clusters_score_one_and_top3():

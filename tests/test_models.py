@@ -35,16 +35,42 @@ def test_crnn_sequence_is_12_by_256():
     assert feats.permute(0, 2, 1, 3).flatten(2).shape == (2, 12, 256)
 
 
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
+    """One GRU step from PyTorch's documented equations (gates r, z, n in that order)."""
+    r_i, z_i, n_i = (w_ih @ x + b_ih).chunk(3)
+    r_h, z_h, n_h = (w_hh @ h + b_hh).chunk(3)
+    r, z = torch.sigmoid(r_i + r_h), torch.sigmoid(z_i + z_h)
+    n = torch.tanh(n_i + r * n_h)
+    return (1 - z) * n + z * h
+
+
 def test_crnn_h_is_the_references_last_step_product():
-    """The reference: out, _ = rnn(x.permute(0, 2, 3, 1).reshape(B, T', -1)); h = out[:, -1, :64] * out[:, -1, 64:]."""
+    """The reference: out, _ = rnn(x.permute(0, 2, 3, 1).reshape(B, T', -1)); h = out[:, -1, :64] * out[:, -1, 64:].
+    Here the sequence is built element by element and the bidirectional GRU run step by step from its
+    weights: the last forward output has read the whole sequence, the last backward output only the
+    last step."""
     enc = build_encoder("crnn").eval()
     x = torch.randn(2, 1, 101, 96)
-    feats = enc.features(x)
-    b, c, t, f = feats.shape
-    out, h_n = enc.gru(feats.permute(0, 2, 3, 1).reshape(b, t, f * c))
-    expected = out[:, -1].view(b, 2, 64)
-    torch.testing.assert_close(enc(x), expected[:, 0] * expected[:, 1])
-    assert not torch.allclose(enc(x), h_n[0] * h_n[1])  # not the final backward state
+    with torch.no_grad():
+        feats = enc.features(x).double()
+        b, c, t, f = feats.shape
+        seq = torch.zeros(b, t, f * c, dtype=torch.float64)
+        for ti in range(t):
+            for fi in range(f):
+                for ci in range(c):
+                    seq[:, ti, fi * c + ci] = feats[:, ci, ti, fi]  # feature index: mel bin major, channel minor
+        w = {k: v.double() for k, v in enc.gru.named_parameters()}
+        expected = []
+        for bi in range(b):
+            h_fwd = torch.zeros(64, dtype=torch.float64)
+            for ti in range(t):
+                h_fwd = gru_cell(seq[bi, ti], h_fwd, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"])
+            h_bwd = gru_cell(seq[bi, t - 1], torch.zeros(64, dtype=torch.float64), w["weight_ih_l0_reverse"],
+                             w["weight_hh_l0_reverse"], w["bias_ih_l0_reverse"], w["bias_hh_l0_reverse"])
+            expected.append(h_fwd * h_bwd)
+        got = enc(x)
+    assert (t, f * c) == (12, 256)
+    torch.testing.assert_close(got.double(), torch.stack(expected), atol=1e-5, rtol=1e-4)
 
 
 def test_head_and_model():

@@ -79,18 +79,23 @@ def test_mixback_equals_the_reference(energy_adjust, b):
 
 
 def test_mixback_keeps_the_foreground_12_8_db_above_the_background():
+    """Both energies measured on mixback's own output: the foreground's share is the mix with a silent
+    background (10^-30 per cell) and no energy adjustment, the background's is the rest of the mix."""
     g = gen()
-    fg, bg = torch.randn(3, 101, 96, generator=g), torch.randn(3, 101, 96, generator=g) + 4  # loud background
-    lam = torch.full((3,), 0.05)
-    p, b = 10.0 ** fg.double(), 10.0 ** bg.double()
-    fg_energy = ((1 - lam.double()[:, None, None]) * p).sum((1, 2))
-    gain = p.sum((1, 2), keepdim=True) / b.sum((1, 2), keepdim=True)
-    bg_energy = (lam.double()[:, None, None] * gain * b).sum((1, 2))
-    snr_db = 10 * torch.log10(fg_energy / bg_energy)
-    torch.testing.assert_close(snr_db, torch.full((3,), 10 * np.log10(0.95 / 0.05)).double())  # 12.79 dB
-    mixed = 10.0 ** mixback(fg, bg, lam).double()
-    torch.testing.assert_close(mixed.sum((1, 2)), fg_energy + bg_energy, rtol=1e-5, atol=0)
-    torch.testing.assert_close(mixback(fg, bg, torch.zeros(3)), fg, atol=2e-6, rtol=0)  # λ = 0: the patch
+    fg, bg = torch.randn(4, 101, 96, generator=g), torch.randn(4, 101, 96, generator=g) + 4  # loud background
+    silent = torch.full_like(bg, -30.0)
+
+    def snr_db(lam: torch.Tensor, energy_adjust: bool = True) -> torch.Tensor:
+        foreground = (10.0 ** mixback(fg, silent, lam, energy_adjust=False).double()).sum((1, 2))
+        mixed = (10.0 ** mixback(fg, bg, lam, energy_adjust).double()).sum((1, 2))
+        return 10 * torch.log10(foreground / (mixed - foreground))
+
+    lam = torch.tensor([0.05, 0.05, 0.02, 0.001])
+    expected = 10 * torch.log10((1 - lam.double()) / lam.double())  # 12.79 dB at λ = 0.05 (10·log10 19), more below
+    torch.testing.assert_close(snr_db(lam), expected, rtol=1e-4, atol=0)
+    assert (snr_db(lam) > 12.78).all()
+    assert (snr_db(lam, energy_adjust=False) < 0).all()  # without the adjustment the loud background wins
+    torch.testing.assert_close(mixback(fg, bg, torch.zeros(4)), fg, atol=2e-6, rtol=0)  # λ = 0: the patch
 
 
 def test_mixback_of_float16_patches_computes_in_float32():
