@@ -178,11 +178,13 @@ def pretrain(
         }
         scheduler.step()
         if epoch % cfg.eval.every == 0 or epoch == t.epochs:
+            eval_started = time.perf_counter()
             knn = evaluate_knn(
                 model, val, store.mean, store.std, k=cfg.eval.knn_k, hop=cfg.eval.patch_hop,
                 batch_size=cfg.eval.batch_size, amp_dtype=dtype,
             )
-            metrics.update(knn_acc=knn["balanced_acc"], knn_micro=knn["micro_acc"], knn_top3=knn["top3_acc"])
+            metrics.update(knn_acc=knn["balanced_acc"], knn_micro=knn["micro_acc"], knn_top3=knn["top3_acc"],
+                           knn_seconds=time.perf_counter() - eval_started)
         result.history.append(metrics)
         result.state = {
             "epoch": epoch,
