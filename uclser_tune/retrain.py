@@ -4,7 +4,9 @@ Takes the best config of a finished (or still running) search, scope: the best v
 accuracy at the final rung (the last epoch of trials that ran their whole budget), optionally the top
 K, and retrains each from scratch with seeds 0..N-1, next to the paper's default config (the
 experiment's fixed settings, everything the space searched at the paper's values) with the same seeds.
-Each run is evaluated by kNN (val and test), linear evaluation and both fine-tuning tasks; the same
+Each run is evaluated by kNN (val and test), linear evaluation and both fine-tuning tasks (these start
+from the best-val-kNN checkpoint as in the reference, or with --downstream-from last from the final
+one; runs.csv records which, per task as ``<task>.checkpoint`` and ``<task>.checkpoint_epoch``); the same
 encoder trained from random initialisation gives the supervised baseline. Per-seed results go to
 ``runs.csv``; ``summary.csv`` / ``summary.md`` give mean ± sd per metric and the difference to the
 default with a paired t-test over seeds.
@@ -29,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
-from uclser_tune.training.downstream import TASKS
+from uclser_tune.training.downstream import CHECKPOINT_FILES, TASKS
 
 DEFAULT = "default"
 RANDOM_INIT = "random_init"
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every retrained config, e.g. --set train.device=cuda")
     p.add_argument("--no-default", action="store_true", help="skip the paper's default config")
+    p.add_argument("--downstream-from", choices=list(CHECKPOINT_FILES), default="best",
+                   help="pre-training checkpoint the downstream tasks start from: best val kNN (default, as the "
+                        "reference) or last epoch; recorded per task, a task from the other one is run again")
     p.add_argument("--out", type=Path, help="output dir (default: EXPERIMENT_DIR/retrain)")
     p.add_argument("--address", help="Ray cluster to run the jobs on as tasks ('auto' on a cluster node)")
     p.add_argument("--node-ip-address", help="IP of this node for Ray (tests use 127.0.0.x)")
@@ -138,7 +143,7 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     from uclser_tune.training.downstream import (
         DownstreamLossError,
         NoTrainingClipsError,
-        encoder_state_of,
+        run_encoder,
         run_task,
     )
 
@@ -157,7 +162,7 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
 
             pretrain(cfg, store, report=report, resume=run.state)
         state = run.state
-        encoder = encoder_state_of(state)
+        encoder = run_encoder(path, job["downstream_from"])
         row["knn_val"] = state["history"][-1].get("knn_acc", math.nan)
         row["knn_val_best"] = max((m["knn_acc"] for m in state["history"] if "knn_acc" in m), default=math.nan)
         model = build_model(cfg)
@@ -169,6 +174,9 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     stages = [("knn", None)] + [(t, t) for t in TASKS if encoder is not None or t != "linear"]
     for stage, task in stages:
         done = path / f"{stage}.json"
+        if task is not None and encoder is not None and done.exists() \
+                and json.loads(done.read_text()).get("checkpoint", "last") != encoder.checkpoint:
+            done.unlink()  # from the other checkpoint (before the choice existed: the last one): run again
         if not done.exists():
             began = time.perf_counter()
             if task is None:
@@ -181,7 +189,8 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
                 try:
                     result = run_task(task, cfg, store, encoder).to_row()
                 except (NoTrainingClipsError, DownstreamLossError) as err:  # recorded, the other stages go on
-                    result = {"test_bacc": math.nan, "error": str(err)}
+                    result = {"test_bacc": math.nan, "error": str(err),
+                              "checkpoint": encoder.checkpoint if encoder is not None else "none"}
             _write_json(done, result)
             print(f"[{label}] {stage} " + (f"skipped: {result['error']}" if "error" in result else
                                            f"done in {time.perf_counter() - began:.0f} s"), flush=True)
@@ -193,9 +202,21 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
             if "error" in result:
                 row[f"{task}.error"] = result["error"]
             row.update({f"{task}.{k}": v for k, v in result.items() if k in
-                        ("test_bacc_last", "test_bacc_mean_last", "test_acc", "val_bacc", "best_epoch", "frozen_bn")})
+                        ("test_bacc_last", "test_bacc_mean_last", "test_acc", "val_bacc", "best_epoch", "frozen_bn",
+                         "checkpoint", "checkpoint_epoch")})
     _write_json(path / "result.json", row)
     return row
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    """The job's result.json is there and its downstream tasks started from the requested checkpoint
+    (a result from before the choice was recorded started from the last one)."""
+    path = Path(job["dir"]) / "result.json"
+    if not path.exists():
+        return False
+    row = json.loads(path.read_text())
+    return job["init"] == "random" or all(row.get(f"{t}.checkpoint", "last") == job["downstream_from"] for t in TASKS
+                                          if t in row)
 
 
 def _knn(model: Any, store: Any, split: str, cfg: RunConfig) -> float:
@@ -278,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.downstream_epochs:
             overrides["downstream.epochs"] = args.downstream_epochs
         cands = candidates(exp_dir, args.top, not args.no_default)
-        jobs = plan(cands, args.seeds, overrides, out)
+        jobs = [{**job, "downstream_from": args.downstream_from} for job in plan(cands, args.seeds, overrides, out)]
         for job in jobs:  # a job dir of another config is refused before anything runs (its results are kept)
             written = Path(job["dir"]) / "config.yaml"
             if written.exists() and written.read_text() != config_from_dict(job["config"]).to_yaml():
@@ -292,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
              + (f", top {args.top}" if args.top > 1 else ""))
     _write_json(out / "plan.json", {"experiment": str(exp_dir), "scope": scope, "seeds": args.seeds,
                                     "overrides": overrides, "candidates": list(cands)})
-    finished = [j for j in jobs if (Path(j["dir"]) / "result.json").exists()]
+    finished = [j for j in jobs if _finished(j)]
     todo = [j for j in jobs if j not in finished]
     print(f"retraining {', '.join(cands)} + {RANDOM_INIT} × {args.seeds} seeds, {args.epochs} epochs: "
           f"{len(jobs)} jobs, {len(finished)} already done; output {out}", file=sys.stderr)

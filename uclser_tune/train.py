@@ -5,7 +5,8 @@ Pre-trains one config with the same library call a search trial uses, evaluates 
 scalars (``tb/``), ``checkpoint.pt`` (last epoch) and ``best.pt`` (best val kNN). Re-run with
 ``--resume`` to continue after a crash or Ctrl-C.
 
-``--linear`` / ``--finetune`` then evaluate the final encoder downstream (SPEC §4): linear evaluation,
+``--linear`` / ``--finetune`` then evaluate the encoder downstream (SPEC §4), from ``best.pt`` as the
+reference does (``--downstream-from last``: the final epoch's ``checkpoint.pt``): linear evaluation,
 and fine-tuning on the noisy and the small clean task. One row per task goes to ``downstream.csv``
 (columns below); ``downstream.json`` adds each task's per-epoch history. A task whose training split
 the data set lacks (no noisy split) is skipped with a message.
@@ -28,7 +29,7 @@ METRIC_FIELDS = ["epoch", "loss", "lr", "clips_per_s", "epoch_seconds", "samplin
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from uclser_tune.training.downstream import ROW_COLUMNS
+    from uclser_tune.training.downstream import CHECKPOINT_FILES, ROW_COLUMNS
 
     columns = "\n".join(f"  {name:<20} {meaning}" for name, meaning in ROW_COLUMNS.items())
     p = argparse.ArgumentParser(
@@ -43,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="FSDnoisy18k-layout folder, or 'synthetic' (sets data.root)")
     p.add_argument("--out", type=Path, help="run dir (default: runs/train/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
-    p.add_argument("--linear", action="store_true", help="linear evaluation of the final encoder after pre-training")
+    p.add_argument("--linear", action="store_true", help="linear evaluation of the encoder after pre-training")
     p.add_argument("--finetune", action="store_true",
-                   help="fine-tune the final encoder on the noisy and the small clean task after pre-training")
+                   help="fine-tune the encoder on the noisy and the small clean task after pre-training")
+    p.add_argument("--downstream-from", choices=list(CHECKPOINT_FILES), default="best",
+                   help="checkpoint the downstream tasks start from: best val kNN (default, as the reference) or "
+                        "last epoch; recorded in downstream.csv")
     return p
 
 
@@ -153,15 +157,18 @@ def progress_bar():
     return on_batch
 
 
-def run_downstream(tasks: list[str], cfg: RunConfig, store, state: dict[str, Any], out: Path) -> None:
-    """Run the downstream tasks on the state's encoder; write downstream.csv and downstream.json."""
-    from uclser_tune.training.downstream import ROW_COLUMNS, NoTrainingClipsError, encoder_state_of, run_task
+def run_downstream(tasks: list[str], cfg: RunConfig, store, checkpoint: str, out: Path) -> None:
+    """Run the downstream tasks on the encoder of the run dir's ``checkpoint`` ('best' or 'last');
+    write downstream.csv and downstream.json."""
+    from uclser_tune.training.downstream import ROW_COLUMNS, NoTrainingClipsError, run_encoder, run_task
 
+    encoder = run_encoder(out, checkpoint)
     results = []
     for task in tasks:
-        print(f"downstream {task} ({cfg.downstream.epochs} epochs)", file=sys.stderr)
+        print(f"downstream {task} ({cfg.downstream.epochs} epochs) from the {checkpoint} checkpoint "
+              f"(pre-training epoch {encoder.epoch})", file=sys.stderr)
         try:
-            result = run_task(task, cfg, store, encoder_state_of(state), progress=progress_bar())
+            result = run_task(task, cfg, store, encoder, progress=progress_bar())
         except NoTrainingClipsError as err:
             print(f"skipping {task}: {err}", file=sys.stderr)
             continue
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         from uclser_tune.training.downstream import DownstreamLossError
 
         try:
-            run_downstream(tasks, cfg, store, run.state, out)
+            run_downstream(tasks, cfg, store, args.downstream_from, out)
         except DownstreamLossError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -8,6 +8,8 @@ One call, :func:`run_task`, trains a new linear classifier on an encoder's h for
   other 15 % (disjoint, unlike the reference's overlapping split).
 
 ``encoder_state=None`` starts from a random encoder: the supervised baseline the paper compares against.
+A pre-trained encoder comes from the run's best-val-kNN checkpoint by default, as in the reference
+(:func:`run_encoder`; the last epoch's is the other choice), and every result records which one.
 Every task tests on ``test`` each epoch and reports the test score of the best-*val* epoch; test never
 selects anything. The single-run CLI and the retrain command call this same function.
 """
@@ -18,7 +20,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,6 +32,7 @@ from uclser_tune.data.tensors import ClipTensors
 from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
 from uclser_tune.evaluation.patches import embed_patches
 from uclser_tune.models import Classifier, build_encoder
+from uclser_tune.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from uclser_tune.training.runtime import (
     amp_dtype,
     autocast,
@@ -40,11 +44,17 @@ from uclser_tune.training.runtime import (
 from uclser_tune.views.sampling import gather_patches, randint_below
 
 TASKS = ("linear", "finetune_noisy", "finetune_clean")
+# The pre-training checkpoints of a run dir a downstream task can start from; 'best' (best val kNN) is
+# the reference's choice and the default everywhere.
+CHECKPOINT_FILES = {"best": "best.pt", "last": CHECKPOINT_FILE}
 
 # The columns of DownstreamResult.to_row(), in order, with what each means (the CLI prints this).
 ROW_COLUMNS: dict[str, str] = {
     "task": "linear | finetune_noisy | finetune_clean",
     "init": "pretrained (the run's encoder) or random (supervised from scratch)",
+    "checkpoint": "pre-training checkpoint of the encoder: best (best val kNN, the default, as the reference), "
+                  "last, none (random init) or given (weights passed without a checkpoint)",
+    "checkpoint_epoch": "pre-training epoch of that checkpoint (0 for none and given)",
     "encoder": "encoder name",
     "width": "encoder width multiplier",
     "seed": "run seed (model init, patch starts, batch order, clean split)",
@@ -98,6 +108,8 @@ class DownstreamResult:
     train_clips: int
     seconds: float
     state: dict[str, torch.Tensor] = field(repr=False)  # the trained Classifier's weights (CPU), for saving
+    checkpoint: str = "given"
+    checkpoint_epoch: int = 0
 
     @classmethod
     def from_history(cls, history: list[dict[str, Any]], **run: Any) -> DownstreamResult:
@@ -147,6 +159,25 @@ def encoder_state_of(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return weights
 
 
+class PretrainedEncoder(NamedTuple):
+    """Encoder weights and the pre-training checkpoint they come from (recorded with every result)."""
+
+    weights: dict[str, torch.Tensor]
+    checkpoint: str  # a key of CHECKPOINT_FILES
+    epoch: int
+
+
+def run_encoder(run_dir: str | Path, checkpoint: str = "best") -> PretrainedEncoder:
+    """The encoder of a pre-training run dir's ``best.pt`` (best val kNN) or ``checkpoint.pt`` (last)."""
+    if checkpoint not in CHECKPOINT_FILES:
+        raise ValueError(f"unknown checkpoint {checkpoint!r}; allowed: {', '.join(CHECKPOINT_FILES)}")
+    path = Path(run_dir) / CHECKPOINT_FILES[checkpoint]
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {checkpoint} checkpoint in this run dir; has pre-training run?")
+    state = load_checkpoint(path)
+    return PretrainedEncoder(encoder_state_of(state), checkpoint, int(state["epoch"]))
+
+
 def task_splits(task: str, store: FeatureStore, cfg: RunConfig,
                 dtype: torch.dtype = torch.float32) -> tuple[ClipTensors, ClipTensors, ClipTensors]:
     """(train, val, test) clips of a task."""
@@ -180,13 +211,19 @@ def batches(order: torch.Tensor, batch_size: int, drop_single: bool) -> list[tor
     return parts[:-1] if drop_single and len(parts) > 1 and len(parts[-1]) == 1 else parts
 
 
-def run_task(task: str, cfg: RunConfig, store: FeatureStore, encoder_state: dict[str, torch.Tensor] | None = None,
+def run_task(task: str, cfg: RunConfig, store: FeatureStore,
+             encoder_state: PretrainedEncoder | dict[str, torch.Tensor] | None = None,
              progress: Callable[[int, int], None] | None = None) -> DownstreamResult:
     """Train and evaluate one downstream task for ``cfg.downstream.epochs`` epochs.
 
-    ``encoder_state`` (see :func:`encoder_state_of`) or None for a random encoder (supervised baseline).
-    ``progress(batches_done, batches_total)`` is called after every batch (for progress bars).
+    ``encoder_state``: a :class:`PretrainedEncoder` (see :func:`run_encoder`; its checkpoint is recorded),
+    bare encoder weights (see :func:`encoder_state_of`; recorded as 'given'), or None for a random encoder
+    (the supervised baseline). ``progress(batches_done, batches_total)`` is called after every batch.
     """
+    if isinstance(encoder_state, PretrainedEncoder):
+        encoder_state, source = encoder_state.weights, (encoder_state.checkpoint, encoder_state.epoch)
+    else:
+        source = ("none", 0) if encoder_state is None else ("given", 0)
     if task not in TASKS:
         raise ValueError(f"unknown downstream task {task!r}; allowed: {', '.join(TASKS)}")
     if task == "linear" and encoder_state is None:
@@ -259,6 +296,7 @@ def run_task(task: str, cfg: RunConfig, store: FeatureStore, encoder_state: dict
                         "test_bacc": test_bacc, "test_acc": test_acc, "seconds": time.perf_counter() - started})
     return DownstreamResult.from_history(
         history, task=task, init="random" if encoder_state is None else "pretrained", frozen_bn=frozen_bn,
+        checkpoint=source[0], checkpoint_epoch=source[1],
         encoder=cfg.model.encoder, width=cfg.model.width, seed=cfg.seed, epochs=d.epochs, lr=lr,
         batch_size=d.batch_size, train_clips=len(train), seconds=time.perf_counter() - began,
         state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
