@@ -157,16 +157,24 @@ def progress_bar():
     return on_batch
 
 
-def run_downstream(tasks: list[str], cfg: RunConfig, store, checkpoint: str, out: Path) -> None:
-    """Run the downstream tasks on the encoder of the run dir's ``checkpoint`` ('best' or 'last');
-    write downstream.csv and downstream.json."""
-    from uclser_tune.training.downstream import ROW_COLUMNS, NoTrainingClipsError, run_encoder, run_task
+def run_downstream(tasks: list[str], cfg: RunConfig, store, encoder: Any, out: Path) -> None:
+    """Run the downstream tasks on ``encoder`` (a ``PretrainedEncoder`` from ``run_encoder``, or a
+    pre-training state, recorded as 'given'); write downstream.csv and downstream.json."""
+    from uclser_tune.training.downstream import (
+        ROW_COLUMNS,
+        NoTrainingClipsError,
+        PretrainedEncoder,
+        encoder_state_of,
+        run_task,
+    )
 
-    encoder = run_encoder(out, checkpoint)
+    source = f"the {encoder.checkpoint} checkpoint (pre-training epoch {encoder.epoch})" \
+        if isinstance(encoder, PretrainedEncoder) else "the given state"
+    if not isinstance(encoder, PretrainedEncoder):
+        encoder = encoder_state_of(encoder)
     results = []
     for task in tasks:
-        print(f"downstream {task} ({cfg.downstream.epochs} epochs) from the {checkpoint} checkpoint "
-              f"(pre-training epoch {encoder.epoch})", file=sys.stderr)
+        print(f"downstream {task} ({cfg.downstream.epochs} epochs) from {source}", file=sys.stderr)
         try:
             result = run_task(task, cfg, store, encoder, progress=progress_bar())
         except NoTrainingClipsError as err:
@@ -229,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         from uclser_tune.training.downstream import DownstreamLossError
 
         try:
-            run_downstream(tasks, cfg, store, args.downstream_from, out)
+            from uclser_tune.training.downstream import run_encoder
+
+            run_downstream(tasks, cfg, store, run_encoder(out, args.downstream_from), out)
         except DownstreamLossError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
