@@ -16,7 +16,6 @@ import torch
 
 from uclser_tune.data.features import EPS, HOP, N_FFT, N_MELS, SR, WIN, logmel, preprocess
 from uclser_tune.data.fsd import DatasetError, read_dataset
-from uclser_tune.data.splits import clean_split
 from uclser_tune.data.store import FeatureStore, build_store
 from uclser_tune.data.synth import CLASSES, LABEL_NOISE, generate
 
@@ -62,6 +61,11 @@ def test_reader_splits(synth):
     assert ds.classes == sorted(CLASSES)
     assert len(ds.splits["pretrain"]) == 200 and len(ds.splits["val"]) == 60 and len(ds.splits["test"]) == 60
     assert all(Path(p).exists() for p in ds.splits["test"]["path"])
+    paths = [set(ds.splits[s]["path"]) for s in ("pretrain", "val", "test")]
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])  # no clip in two splits
+    train = pd.read_csv(synth / "FSDnoisy18k.meta" / "train.csv")
+    verified = set(train.fname[train.manually_verified == 1])
+    assert set(ds.splits["val"]["fname"]) == verified and not verified & set(ds.splits["pretrain"]["fname"])
 
 
 def copy_layout(src: Path, dst: Path) -> Path:
@@ -88,15 +92,6 @@ def test_reader_errors_name_the_problem(synth, tmp_path, damage, words):
         assert w in str(err.value)
     with pytest.raises(DatasetError, match="does not exist"):
         read_dataset(tmp_path / "nowhere")
-
-
-def test_clean_split_is_stratified_disjoint_and_seeded():
-    labels = np.repeat(np.arange(5), [20, 7, 1, 2, 40])
-    tr, va = clean_split(labels, 0.15, seed=1)
-    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
-    assert [int((labels[va] == c).sum()) for c in range(5)] == [3, 1, 0, 1, 6]
-    assert np.array_equal(clean_split(labels, 0.15, seed=1)[1], va)
-    assert not np.array_equal(clean_split(labels, 0.15, seed=2)[1], va)
 
 
 # --- log-mel against an independent slow reference --------------------------------------------
@@ -149,10 +144,28 @@ def test_logmel_equals_slow_reference(seconds, sr):
     t = np.arange(int(seconds * sr)) / sr
     y = 0.3 * np.sin(2 * np.pi * 440 * t * (1 + t)) + 0.05 * rng.normal(size=len(t))
     feats = logmel(y, sr)
-    y22 = preprocess(y, sr)  # resampling, centring, scaling, tiling shared; the STFT and mel path is not
+    y22 = preprocess(y, sr)  # checked on its own against the analytic signal below; here the STFT and mel path
     assert feats.shape == (1 + len(y22) // HOP, 96) and feats.dtype == np.float32
     assert feats.shape[0] >= 101
     np.testing.assert_allclose(feats, slow_logmel(y22), atol=1e-4)
+
+
+@pytest.mark.parametrize("sr", [44100, 16000, 22050])
+def test_preprocess_resamples_centres_and_scales_against_the_analytic_signal(sr):
+    """A band-limited signal with a DC offset, sampled at ``sr``, must come out as the same signal
+    sampled at 22,050 Hz, centred and divided by (max|y| + 0.005): written from the formula, no resampler."""
+    def signal(rate, n):
+        t = np.arange(n) / rate
+        return 0.2 + np.sin(2 * np.pi * 440 * t) + 0.5 * np.sin(2 * np.pi * 1234 * t + 0.3)
+
+    n = round(2.3 * sr)  # 2.3 s is a whole number of samples at 22,050 Hz too
+    y = preprocess(signal(sr, n), sr)
+    expected = signal(SR, round(n * SR / sr))
+    expected -= expected.mean()
+    expected /= np.abs(expected).max() + 0.005
+    assert len(y) == len(expected)
+    edge = 200  # the resampler's filter reaches past both ends of the clip
+    np.testing.assert_allclose(y[edge:-edge], expected[edge:-edge], atol=2e-3)
 
 
 def test_preprocess_tiles_short_clips_and_scales():
@@ -191,11 +204,129 @@ def test_store_build_reuse_rebuild_and_skip(synth, tmp_path):
     build_store(root, tmp_path / "store")
     assert (tmp_path / "store" / "store.json").stat().st_mtime_ns != stamp
 
-    # a clip's frames in the store are logmel of its file
-    i = 5
-    f = val.clip_ids[i]
-    ref = logmel(*sf.read(train / f))
-    np.testing.assert_array_equal(val.frames[val.offsets[i] : val.offsets[i] + val.lengths[i]], ref)
+    # after the skipped files every clip keeps its own label and its own frames (logmel of its file)
+    label_of = dict(zip(clean.fname, clean.label))
+    assert [store.classes[c] for c in val.labels] == [label_of[f] for f in val.clip_ids]
+    for i in (0, 5, len(val.lengths) - 1):
+        ref = logmel(*sf.read(train / val.clip_ids[i]))
+        np.testing.assert_array_equal(val.frames[val.offsets[i] : val.offsets[i] + val.lengths[i]], ref)
+
+
+def mini_dataset(root: Path) -> Path:
+    """Eight one-second tones in the FSDnoisy18k layout (4 noisy, 2 verified train clips, 2 test clips):
+    a data set that extracts in a second, for the store's bookkeeping tests."""
+    rows = [("a.wav", "low", 0), ("b.wav", "high", 0), ("c.wav", "low", 0), ("d.wav", "high", 0),
+            ("e.wav", "low", 1), ("f.wav", "high", 1)]
+    for folder in ("audio_train", "audio_test", "meta"):
+        (root / f"FSDnoisy18k.{folder}").mkdir(parents=True)
+    t = np.arange(SR) / SR
+    for i, (name, label, _) in enumerate(rows + [("g.wav", "low", 0), ("h.wav", "high", 0)]):
+        folder = "audio_train" if i < len(rows) else "audio_test"
+        freq = (300 if label == "low" else 3000) * (1 + 0.05 * i)
+        sf.write(root / f"FSDnoisy18k.{folder}" / name, 0.5 * np.sin(2 * np.pi * freq * t), SR)
+    pd.DataFrame([{"fname": n, "label": lab, "aso_id": "x", "manually_verified": v, "noisy_small": 1 - v}
+                  for n, lab, v in rows]).to_csv(root / "FSDnoisy18k.meta" / "train.csv", index=False)
+    pd.DataFrame([{"fname": "g.wav", "label": "low", "aso_id": "x"}, {"fname": "h.wav", "label": "high", "aso_id": "x"}]
+                 ).to_csv(root / "FSDnoisy18k.meta" / "test.csv", index=False)
+    return root
+
+
+def test_store_is_rebuilt_when_the_extraction_parameters_change(tmp_path, monkeypatch):
+    from uclser_tune.data import features, store
+
+    root = mini_dataset(tmp_path / "d")
+    build_store(root, tmp_path / "s", workers=1)
+    stamp = (tmp_path / "s" / "store.json").stat().st_mtime_ns
+    build_store(root, tmp_path / "s", workers=1)
+    assert (tmp_path / "s" / "store.json").stat().st_mtime_ns == stamp
+    monkeypatch.setitem(features.PARAMS, "hop", 221)
+    build_store(root, tmp_path / "s", workers=1)
+    assert json.loads((tmp_path / "s" / "store.json").read_text())["params"]["hop"] == 221  # rebuilt
+    stamp = (tmp_path / "s" / "store.json").stat().st_mtime_ns
+    monkeypatch.setattr(store, "FORMAT_VERSION", store.FORMAT_VERSION + 1)
+    build_store(root, tmp_path / "s", workers=1)
+    assert (tmp_path / "s" / "store.json").stat().st_mtime_ns != stamp
+
+
+def test_an_interrupted_rebuild_keeps_the_old_store_and_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    from uclser_tune.data import store
+
+    root = mini_dataset(tmp_path / "d")
+    old = build_store(root, tmp_path / "s", workers=1)
+    os.utime(root / "FSDnoisy18k.audio_train" / "a.wav", ns=(1, 1))  # the data changed → a rebuild starts
+    real, seen = store.extract_split, []
+
+    def interrupted(paths, workers=2, desc=""):
+        seen.append(sorted(p.name for p in tmp_path.glob(".s.tmp*")))  # the build's temporary folder
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second split is extracted
+        return real(paths, workers, desc)
+
+    monkeypatch.setattr(store, "extract_split", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_store(root, tmp_path / "s", workers=1)
+    assert seen == [[f".s.tmp{os.getpid()}"]] * 2  # the temporary folder existed during the build...
+    assert not list(tmp_path.glob(".s.tmp*"))  # ...and is gone
+    assert FeatureStore.load(tmp_path / "s").mean == old.mean  # the old store is untouched
+
+
+def test_concurrent_open_store_builds_once(tmp_path, monkeypatch):
+    """Two threads open the same new store. The first to take the lock builds it; it starts extracting
+    only once the second is waiting on the lock, so without the lock both would build."""
+    import fcntl
+    import threading
+
+    from uclser_tune.config import DataConfig
+    from uclser_tune.data import store
+
+    root = mini_dataset(tmp_path / "d")
+    real_flock, real_extract = fcntl.flock, store.extract_split
+    waiting, extracted = threading.Semaphore(0), []
+
+    def flock(f, op):
+        if op == fcntl.LOCK_EX:
+            waiting.release()
+        return real_flock(f, op)
+
+    def extract(paths, workers=2, desc=""):
+        if not extracted:
+            assert waiting.acquire(timeout=30) and waiting.acquire(timeout=30), "the second opener never came"
+        extracted.append(desc)
+        return real_extract(paths, workers, desc)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(store, "extract_split", extract)
+    cfg = DataConfig(root=str(root), cache_dir=str(tmp_path / "cache"))
+    results = [None, None]
+
+    def open_it(i):
+        results[i] = store.open_store(cfg, workers=1)
+
+    threads = [threading.Thread(target=open_it, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert extracted == ["log-mel pretrain", "log-mel val", "log-mel test"]  # one build, not two
+    assert results[0].mean == results[1].mean and results[0].path == results[1].path
+
+
+def test_shareable_store_pickles_its_frames_out_of_band(tiny_store):
+    """Ray's object store keeps out-of-band buffers in shared memory: the shareable store's frames must
+    travel that way (one copy per node), the memory-mapped ones are pickled into the payload."""
+    import pickle
+
+    frames_bytes = sum(s.frames.nbytes for s in tiny_store.splits.values())
+    buffers = []
+    payload = pickle.dumps(tiny_store.shareable(), protocol=5, buffer_callback=buffers.append)
+    assert len(payload) < frames_bytes / 10 and sum(b.raw().nbytes for b in buffers) >= frames_bytes
+    inline = []
+    assert len(pickle.dumps(tiny_store, protocol=5, buffer_callback=inline.append)) > frames_bytes
+    shared = tiny_store.shareable()
+    for name, split in tiny_store.splits.items():
+        assert type(shared.splits[name].frames) is np.ndarray
+        np.testing.assert_array_equal(shared.splits[name].frames, split.frames)
+        assert shared.splits[name].clip_ids == split.clip_ids
 
 
 def test_store_to_torch_and_subset(tiny_store):
