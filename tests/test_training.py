@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -153,33 +152,41 @@ def test_non_finite_loss_stops_without_a_checkpoint(tiny_store):
     assert saved == []  # the failing epoch never reached the reporter
 
 
+def epochs_printed(stdout: str) -> list[int]:
+    return [int(line.split()[1].split("/")[0]) for line in stdout.splitlines() if line.startswith("epoch ")]
+
+
 def test_cli_writes_checkpoints_handles_ctrl_c_and_resumes(tiny_store, tmp_path):
+    """Ctrl-C is sent as soon as the first epoch line is read: the CLI prints it after that epoch's
+    checkpoint is written, so there is a checkpoint to resume from and no waiting on the clock."""
     out = tmp_path / "run"
     cfg = small_cfg(train={"epochs": 40, "max_batches_per_epoch": 1})
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
     cmd = [sys.executable, "-m", "uclser_tune.train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "checkpoint.pt").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe: progress bars cannot fill it and block
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        first = proc.stdout.readline()
+        assert first.startswith("epoch    1/40"), (first, (tmp_path / "stderr.txt").read_text()[-2000:])
+        proc.send_signal(signal.SIGINT)
+        stdout = first + proc.stdout.read()
+        proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr and "--resume" in stderr
     done = load_checkpoint(out / "checkpoint.pt")["epoch"]
-    assert 1 <= done < 40
+    assert epochs_printed(stdout) == list(range(1, done + 1)) and done < 40
+    assert f"interrupted: checkpoint of epoch {done}" in stderr and "--resume" in stderr
     assert (out / "config.yaml").exists() and (out / "best.pt").exists() and list((out / "tb").iterdir())
-    rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,loss") and len(rows) >= done + 1
+    before = load_checkpoint(out / "checkpoint.pt")["history"]
 
     again = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a run silently
-    short = cmd + ["--resume", "--set", "train.epochs=40"]
-    env = {**os.environ}
-    finished = subprocess.run(short, capture_output=True, text=True, env=env, timeout=600, check=False)
+    finished = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600, check=False)
     assert finished.returncode == 0, finished.stderr
-    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 40
+    # resumed, not restarted: only the epochs after the checkpoint run, the earlier history is the saved one
+    assert epochs_printed(finished.stdout) == list(range(done + 1, 41))
+    assert f"for epochs {done + 1}-40" in finished.stderr
+    after = load_checkpoint(out / "checkpoint.pt")
+    assert after["epoch"] == 40 and after["history"][:done] == before
     epochs = [int(r.split(",")[0]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert epochs == list(range(1, 41))  # one row per epoch: none lost or repeated across the interruption
 
