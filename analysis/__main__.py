@@ -3,18 +3,28 @@
 Reads only the experiment dir written by ``python -m uclser_tune.search`` (search.json, the Optuna
 study, trials.parquet or the trial dirs) and writes to --out:
 
-  importance.csv / .png     fANOVA and PED-ANOVA importance on completed trials and at each ASHA rung
-  effects.csv               kNN mean, sd, n per level of every varied factor (ops on/off, op positions,
-                            mix-back, alpha, energy adjustment, sampling, separation, encoder)
-  ops_onoff.csv / .png      each op: kNN with it minus without, per metric
-  positions.png, config_effects.png
+  effects_adjusted.csv / .png  per scope (ASHA rung = epoch): each factor level against its reference
+                            (ops on/off as op:<name>, mix-back, α, energy adjustment, magnitudes, searched
+                            keys), adjusted for the other sampled factors by OLS; for a one-factor-at-a-
+                            time grid (paper_ablations) each variant against the default by Welch's t.
+                            95 % CI, Holm-corrected p, n per side, "n too small to read" where it is
+  importance.csv / .png     fANOVA and PED-ANOVA on completed trials and at each rung (the first holds
+                            every trial); n/a where an evaluator did not assess a parameter; order as
+                            op positions; PED-ANOVA only with >= 5 trials in its top 10 %
+  importance_stability.csv  fANOVA ranking over bootstrap resamples of the first rung
+  parallel.png, best_so_far.png (against trial and trial-epochs)
+  rung_survival.csv / .png  ASHA: share of trials reaching each rung, expected against actual
+  effects.csv               raw kNN mean, sd, n per level and rung (for reading n; not effects)
+  positions.png, config_effects.png  the same as plots
   tau_batch.csv / .png      mean kNN per (tau bin, batch size) cell, when both vary
   knn_curves.png            kNN per epoch of every trial, coloured by the last rung it reached
-  paper_table{1,2}.csv/.md  the paper's Tables 1 and 2 (paper_ablations experiments)
+  variant_curves.png        kNN per epoch of each variant, seed mean ± sd (grids)
+  paper_table{1,2}.csv/.md  the paper's Tables 1 and 2 (paper_ablations experiments) with the paper's
+                            column (best val kNN), ours at the last epoch and best over epochs
   report.md                 all of the above with a line of reading each
 
-Metrics: last_knn (last reported kNN, whatever epoch the trial stopped at) and knn_e<r> (kNN at ASHA
-rung r of every trial that reached it). A running experiment is analysed as far as it got.
+Metrics: knn_e<r> (kNN at epoch r of every trial that reached it); trials are only compared at one
+epoch. A running experiment is analysed as far as it got.
 Exit status 2 when the dir is missing, not an experiment, or has no kNN result yet.
 """
 

@@ -1,8 +1,7 @@
-"""Marginal effects on kNN: each op on/off and its position, mix-back, sampling, encoder, tau x batch.
-
-Every effect is a plain group mean over trials (mean, sd, n) for two kinds of metric: ``last_knn``
-(the last reported kNN of any trial, whatever epoch it stopped at) and ``knn_e<r>`` (the kNN at ASHA
-rung r of every trial that reached it, so trials are compared at the same epoch).
+"""Raw group means of kNN per level: each op on/off and its position, mix-back, sampling, encoder, tau x
+batch, for reading n. They are not effects: factors sampled together are confounded (``analysis.stats``
+adjusts for that). Every mean is over trials at one epoch, ``knn_e<r>`` (the kNN at ASHA rung r of
+every trial that reached it); a trial's last kNN, whatever epoch it stopped at, is never pooled.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ MAX_LEVELS = 3  # a continuous factor with more distinct values than this is bin
 
 
 def metrics(exp: Experiment) -> list[str]:
-    return ["last_knn", *(f"knn_e{r}" for r in exp.rungs if f"knn_e{r}" in exp.table)]
+    return [f"knn_e{r}" for r in exp.rungs if f"knn_e{r}" in exp.table]
 
 
 def numeric_levels(values: pd.Series) -> pd.Series:
@@ -75,20 +74,6 @@ def effects(obs: pd.DataFrame) -> pd.DataFrame:
     groups = obs.groupby(["factor", "level", "metric"], sort=False)["value"]
     stats = groups.agg(mean="mean", sd="std", n="count")
     return stats.reset_index()
-
-
-def ops_onoff(effect_rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per op and metric: mean/sd/n with and without the op, and diff = mean_on - mean_off."""
-    ops = effect_rows[effect_rows["factor"].str.startswith("op:")]
-    wide = ops.pivot_table(index=["factor", "metric"], columns="level", values=["mean", "sd", "n"],
-                           dropna=False, sort=False)
-    wide.columns = [f"{stat}_{level}" for stat, level in wide.columns]
-    wide = wide.reset_index()
-    wide.insert(0, "op", wide.pop("factor").str.removeprefix("op:"))
-    wide = wide.reindex(columns=["op", "metric", "mean_on", "sd_on", "n_on", "mean_off", "sd_off", "n_off"])
-    counts = {"n_on": 0, "n_off": 0}
-    wide = wide.astype(dict.fromkeys(counts, float)).fillna(counts).astype(dict.fromkeys(counts, int))
-    return wide.assign(diff=wide["mean_on"] - wide["mean_off"])
 
 
 def tau_batch(exp: Experiment) -> pd.DataFrame | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import stats
 from analysis.load import Experiment, rung_reached
 from analysis.plots import metric_label
 from uclser_tune.search import results
@@ -51,31 +52,64 @@ def header(exp: Experiment) -> list[str]:
     return lines
 
 
-def importance_lines(rows: pd.DataFrame, top: int = 3) -> list[str]:
+def importance_lines(rows: pd.DataFrame, stable: pd.DataFrame | None, top: int = 3) -> list[str]:
     out = []
     for (evaluator, rung), part in rows.groupby(["evaluator", "rung"], sort=False):
-        best = part.nlargest(top, "importance")
-        scope = "completed trials" if rung == "complete" else f"trials that reached epoch {rung[1:]}"
+        best = part.dropna(subset=["importance"]).nlargest(top, "importance")
+        if best.empty:
+            continue
+        scope = "completed trials (last epoch)" if rung == "complete" else f"trials that reached epoch {rung[1:]}"
+        na = int(part["importance"].isna().sum())
         out.append(f"{evaluator}, {scope} (n={part['n_trials'].iloc[0]}): "
-                   + ", ".join(f"{p} {v:.2f}" for p, v in zip(best["param"], best["importance"])))
+                   + ", ".join(f"{p} {v:.2f}" for p, v in zip(best["param"], best["importance"]))
+                   + (f"; n/a (not assessed): {na} of {len(part)} parameters" if na else ""))
+    if stable is not None:
+        first = stable.iloc[0]
+        out.append(f"stability: fANOVA on {first['resamples']} bootstrap resamples of rung {first['rung']}: "
+                   + ", ".join(f"{r.param} ranked first in {r.share_ranked_first:.0%}, median {r.median:.2f} "
+                               f"(5-95 %: {r.q05:.2f}-{r.q95:.2f})" for r in stable.head(top).itertuples()))
     return out
 
 
-def onoff_lines(onoff: pd.DataFrame) -> list[str]:
-    """Per metric with any two-sided comparison: every op's difference, largest first."""
+def _interval(r: pd.Series | tuple) -> str:
+    return (f"{r.factor} {r.level} vs {r.reference}: {signed(r.estimate)} [{signed(r.ci_low)}, {signed(r.ci_high)}], "
+            f"p_holm {r.p_holm:.3g} (n={r.n_level}/{r.n_reference})")
+
+
+def adjusted_lines(rows: pd.DataFrame) -> list[str]:
+    """Per scope: the rows whose 95 % CI excludes 0, then what could not be read."""
     out = []
-    for metric, part in onoff.dropna(subset=["diff"]).groupby("metric", sort=False):
-        part = part.reindex(part["diff"].abs().sort_values(ascending=False).index)
-        out.append(f"{metric_label(metric)}: " + "; ".join(
-            f"{r.op} on: {signed(r.diff)} kNN (n={r.n_on} vs {r.n_off})" for r in part.itertuples()))
+    for scope, part in rows.groupby("scope", sort=False):
+        read = part.dropna(subset=["ci_low"])
+        small = read[read["method"].str.contains(stats.TOO_SMALL)]
+        read = read.drop(small.index)
+        clear = read[(read["ci_low"] > 0) | (read["ci_high"] < 0)]
+        clear = clear.reindex(clear["estimate"].abs().sort_values(ascending=False).index)
+        aliased = read["method"].str.extract(r"ALIASED: (.*?) left out", expand=False).dropna()
+        warning = (f" (not to be read: {aliased.iloc[0]} is aliased with the other factors here, and these rows "
+                   "may carry its effect)") if len(aliased) else ""
+        out.append(f"{scope}: {len(clear)} of {len(read)} readable rows have a 95 % CI that excludes 0{warning}"
+                   + (": " + "; ".join(_interval(r) for r in clear.itertuples()) if len(clear) else ""))
+        unread = part[part["ci_low"].isna() | part.index.isin(small.index)]
+        if len(unread):
+            out.append(f"{scope}: n too small to read: " + ", ".join(
+                f"{r.factor} {r.level} (n={r.n_level}/{r.n_reference})" for r in unread.itertuples()))
     return out
+
+
+def survival_lines(survival: pd.DataFrame) -> list[str]:
+    return ["reached / expected share: " + ", ".join(
+        f"{r.rung} {r.n_reached} ({r.actual:.0%} vs {r.expected:.0%})" for r in survival.itertuples())
+        + ". Ray's ASHA is asynchronous: a trial is promoted when it is in the top 1/reduction of the results "
+          "its rung has seen so far, so early trials are promoted against few rivals and more survive than "
+          "synchronous halving keeps."]
 
 
 def level_lines(effect_rows: pd.DataFrame, strip: str = "") -> list[str]:
-    """Per factor, at the first rung (most trials compared at one epoch): each level's mean and n."""
-    first = next((m for m in effect_rows["metric"] if m != "last_knn"), "last_knn")
+    """Per factor, at the first rung (most trials compared at one epoch): each level's raw mean and n."""
+    first = effect_rows["metric"].iloc[0]
     part = effect_rows[effect_rows["metric"] == first]
-    return [f"{factor.removeprefix(strip)} ({metric_label(first)}): " + ", ".join(
+    return [f"{factor.removeprefix(strip)} ({metric_label(first)}, raw means): " + ", ".join(
         f"{r.level} {r.mean:.3f} (n={r.n})" for r in rows.itertuples())
         for factor, rows in part.groupby("factor", sort=False)]
 

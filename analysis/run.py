@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from analysis import effects, importance, paper_tables, plots, report
+from analysis import effects, importance, paper_tables, plots, report, stats
 from analysis.load import load_experiment
 from analysis.report import Section
 
@@ -24,29 +24,61 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     progress(f"{exp.path}: {len(exp.table)} trials ({exp.table_source}), rungs {exp.rungs}")
     sections, skipped = [], []
 
-    progress("parameter importance (fANOVA, PED-ANOVA) ...")
+    progress("adjusted effects (regression / variants against the default) ...")
+    adjusted = stats.effects_adjusted(exp)
+    adjusted.to_csv(out / "effects_adjusted.csv", index=False)
+    if adjusted["ci_low"].notna().any():
+        method = ("each variant against the default (Welch's t, Holm over the variants)" if stats.is_grid(exp.table)
+                  else "an OLS regression over all sampled factors per scope (Holm over its rows)")
+        sections.append(Section(
+            "Adjusted effects (95 % CI, Holm-corrected p)",
+            [(f"estimates from {method}; a scope is one rung, trials compared at the same epoch. The first "
+             "rung holds every trial; later rungs only those ASHA promoted (selected on the outcome), and a "
+             "factor the others fix there is left out, so its effect may load on the rows aliased with it"),
+             *report.adjusted_lines(adjusted)],
+            plots.adjusted_effects(adjusted, out / "effects_adjusted.png"), [out / "effects_adjusted.csv"]))
+    else:
+        skipped.append("adjusted effects: no scope has enough trials for an interval")
+
+    progress("parameter importance (fANOVA, PED-ANOVA, bootstrap stability) ...")
     imp, imp_skipped = importance.importances(exp)
     skipped += [f"importance, {line}" for line in imp_skipped]
     imp.to_csv(out / "importance.csv", index=False)
-    if len(imp):
-        sections.append(Section("Parameter importance", report.importance_lines(imp),
-                                plots.importance(imp, out / "importance.png"), [out / "importance.csv"]))
+    stable = importance.stability(exp)
+    files = [out / "importance.csv"]
+    if stable is not None:
+        stable.to_csv(out / "importance_stability.csv", index=False)
+        files.append(out / "importance_stability.csv")
+    if imp["importance"].notna().any():
+        sections.append(Section("Parameter importance", report.importance_lines(imp, stable),
+                                plots.importance(imp, out / "importance.png"), files))
+        first = next(r for r in exp.rungs if f"knn_e{r}" in exp.table)
+        study = importance.scope_study(exp, f"knn_e{first}")
+        fanova = imp[(imp["evaluator"] == "fanova") & (imp["rung"] == f"e{first}")].dropna(subset=["importance"])
+        params = list(fanova.nlargest(6, "importance")["param"]) or importance.all_params(study)[:6]
+        sections.append(Section(
+            "Parallel coordinates", [(f"every trial that reached epoch {first}, coloured by its kNN there; axes: "
+                                     f"the {len(params)} most important parameters by fANOVA")],
+            plots.parallel(study, params, out / "parallel.png", f"Trials at epoch {first}: {', '.join(params)}")))
 
-    progress("effects of ops, positions, mix-back, sampling, encoder ...")
+    progress("best so far, rung survival, curves ...")
+    sections.append(Section("Best so far", [(f"{int((exp.table['status'] == 'COMPLETE').sum())} COMPLETE trials; the "
+                                            "x axis on the right is compute: the sum of epochs run so far")],
+                            plots.best_so_far(exp.table, out / "best_so_far.png")))
+    survival = stats.rung_survival(exp)
+    if survival is not None:
+        survival.to_csv(out / "rung_survival.csv", index=False)
+        sections.append(Section("ASHA rung survival", report.survival_lines(survival),
+                                plots.rung_survival(survival, out / "rung_survival.png"), [out / "rung_survival.csv"]))
+
+    progress("raw means per level (positions, mix-back, sampling, encoder) ...")
     obs = effects.observations(exp)
     rows = effects.effects(obs)
     rows.to_csv(out / "effects.csv", index=False)
-    onoff = effects.ops_onoff(rows)
-    onoff.to_csv(out / "ops_onoff.csv", index=False)
-    if onoff["diff"].notna().any():
-        sections.append(Section("Each op on / off", report.onoff_lines(onoff),
-                                plots.ops_onoff(onoff, out / "ops_onoff.png"), [out / "ops_onoff.csv"]))
-    else:
-        skipped.append("op on/off: no op is on in some trials and off in others")
     for title, prefix, xlabel, name in [
-            ("Position of each op in the order", "position:", "position in the order (1 = first)",
-             "positions.png"),
-            ("Mix-back, patch sampling, encoder", "", "level", "config_effects.png")]:
+            ("Position of each op in the order (raw means, not adjusted)", "position:",
+             "position in the order (1 = first)", "positions.png"),
+            ("Mix-back, patch sampling, encoder (raw means, not adjusted)", "", "level", "config_effects.png")]:
         chosen = obs["factor"].str.startswith(prefix) if prefix else ~obs["factor"].str.contains(":")
         if not chosen.any():
             skipped.append(f"{title.lower()}: nothing varied")
@@ -67,6 +99,9 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     progress("kNN-vs-epoch curves ...")
     sections.append(Section("kNN per epoch by rung reached", report.curve_lines(exp),
                             plots.curves(exp.table, exp.rungs, out / "knn_curves.png")))
+    if stats.is_grid(exp.table):
+        sections.append(Section("kNN per epoch of each variant", ["mean over the seeds of each variant, band ±1 sd"],
+                                plots.variant_curves(exp.table, out / "variant_curves.png")))
 
     if paper_tables.has_variants(exp.table):
         progress("paper Tables 1 and 2 ...")
@@ -76,7 +111,8 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
             (out / f"paper_{name}.md").write_text(text + "\n")
             filled = int((frame["n"] > 0).sum())
             sections.append(Section(f"Paper {name.replace('table', 'Table ')} (COMPLETE trials per variant)",
-                                    [f"{filled} of {len(frame)} rows have a COMPLETE trial"], None,
+                                    [(f"{filled} of {len(frame)} rows have a COMPLETE trial; the paper's column is "
+                                     "best val kNN accuracy, set it against the best-over-epochs column")], None,
                                     [out / f"paper_{name}.csv", out / f"paper_{name}.md"], text))
     path = report.write_report(exp, sections, skipped, out)
     progress(f"wrote {path}")

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import matplotlib
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -14,16 +16,18 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from scipy import stats as scipy_stats
 
-from analysis import effects
+from analysis import effects, importance, paper_tables, plots, stats
 from analysis.__main__ import main
 from analysis.importance import importances
 from analysis.load import asha_rungs, load_experiment
 from analysis.run import analyse
 from uclser_tune.config import OP_NAMES as OPS
 
-PNGS = ["importance.png", "ops_onoff.png", "positions.png", "config_effects.png", "knn_curves.png"]
-CSVS = ["importance.csv", "effects.csv", "ops_onoff.csv"]
+PNGS = ["effects_adjusted.png", "importance.png", "parallel.png", "best_so_far.png", "rung_survival.png",
+        "positions.png", "config_effects.png", "knn_curves.png"]
+CSVS = ["effects_adjusted.csv", "importance.csv", "importance_stability.csv", "rung_survival.csv", "effects.csv"]
 
 
 # ---------------------------------------------------------------- a real smoke search (about a minute)
@@ -60,34 +64,34 @@ def test_real_search_every_output_exists_and_report_links_it(real_out):
         assert f"[{name}]({name})" in report
     assert "best val kNN balanced accuracy at the final rung" in report
     assert "ASHA rungs e1, e2, e4" in report and "PRUNED" in report
-    assert " on: " in report and "kNN (n=" in report  # a reading line generated from the numbers
+    assert "raw means" in report and "(n=" in report  # reading lines generated from the numbers
+    assert "rung e1 (epoch 1; every trial that reached it)" in report and "ASHA rung survival" in report
+    adjusted = pd.read_csv(real_out / "effects_adjusted.csv")
+    assert list(adjusted.columns) == ["factor", "level", "reference", "estimate", "ci_low", "ci_high", "p_holm",
+                                      "n_level", "n_reference", "scope", "method"]
+    # 6 trials cannot carry a regression over the smoke space's factors: said, not estimated
+    assert adjusted.estimate.isna().all() and adjusted.method.str.contains("n too small to read").all()
 
 
 @pytest.mark.slow
-def test_real_search_onoff_is_the_hand_computation(real_exp, real_out):
+def test_real_search_raw_means_are_per_rung_never_pooled_across_epochs(real_exp, real_out):
     table = pd.read_parquet(real_exp / "trials.parquet")
-    csv = pd.read_csv(real_out / "ops_onoff.csv")
-    exp = load_experiment(real_exp)
-    api = effects.ops_onoff(effects.effects(effects.observations(exp)))
+    csv = pd.read_csv(real_out / "effects.csv")
+    assert set(csv.metric) <= {"knn_e1", "knn_e2", "knn_e4"}  # no last_knn: it mixes epochs
     checked = 0
-    for metric in ["last_knn", "knn_e1", "knn_e2", "knn_e4"]:
+    for metric in ["knn_e1", "knn_e2", "knn_e4"]:
         for op in OPS:
-            on = table.loc[table[f"pos_{op}"] > 0, metric].dropna()
-            off = table.loc[table[f"pos_{op}"] == 0, metric].dropna()
-            rows = api[(api.op == op) & (api.metric == metric)]
-            if on.empty and off.empty or table[f"pos_{op}"].gt(0).nunique() < 2:
-                assert rows.empty  # an op that never varies has no effect row
+            if table[f"pos_{op}"].gt(0).nunique() < 2:
+                assert f"op:{op}" not in set(csv.factor)  # an op that never varies has no row
                 continue
-            row = rows.iloc[0]
-            assert (row.n_on, row.n_off) == (len(on), len(off))
-            if len(on) and len(off):
-                # same numbers up to summation order (groupby vs Series.mean differ in the last bit)
-                assert row["diff"] == pytest.approx(on.mean() - off.mean(), rel=1e-12, abs=1e-15)
-                assert row.mean_on == pytest.approx(on.mean(), rel=1e-12)
-                assert row.mean_off == pytest.approx(off.mean(), rel=1e-12)
-                assert row.sd_on == pytest.approx(on.std(), nan_ok=True)
-                from_csv = csv[(csv.op == op) & (csv.metric == metric)].iloc[0]
-                assert from_csv["diff"] == pytest.approx(on.mean() - off.mean(), abs=1e-12)
+            for level, part in [("on", table[table[f"pos_{op}"] > 0]), ("off", table[table[f"pos_{op}"] == 0])]:
+                values = part[metric].dropna()
+                rows = csv[(csv.factor == f"op:{op}") & (csv.metric == metric) & (csv.level == level)]
+                if values.empty:
+                    assert rows.empty
+                    continue
+                assert rows.iloc[0]["n"] == len(values)
+                assert rows.iloc[0]["mean"] == pytest.approx(values.mean(), rel=1e-12)
                 checked += 1
     assert checked >= 4
 
@@ -101,11 +105,18 @@ def test_real_search_importance_per_rung_counts_pruned_trials(real_exp, real_out
     assert (first.n_trials == table.knn_e1.notna().sum()).all()  # pruned trials included
     assert (first.n_trials > (table.status == "COMPLETE").sum()).all()
     assert {"train.tau", "views.sampling", "use_noise"} <= set(first.param)
-    for _, part in first.groupby("evaluator"):
-        assert part.importance.sum() == pytest.approx(1.0) and (part.importance >= 0).all()
-    # fANOVA only assesses what every trial suggested; PED-ANOVA takes the conditional ones too
-    assert "views.mixback_alpha" not in set(first[first.evaluator == "fanova"].param)
+    assert not any(p.startswith("order_d") for p in imp.param)  # order is read as op positions
+    fanova = first[first.evaluator == "fanova"].set_index("param")
+    assert fanova.importance.sum() == pytest.approx(1.0) and (fanova.importance.dropna() >= 0).all()
+    # fANOVA only assesses what every trial suggested: the conditional ones are n/a, not zero
+    if table.mixback.nunique() > 1:
+        assert pd.isna(fanova.loc["views.mixback_alpha", "importance"])
+        assert fanova.loc["views.mixback_alpha", "note"].startswith("n/a: not in every trial")
+    # 6 trials: PED-ANOVA's top 10 % holds one, fewer than the 5 it needs, so it is not run
+    ped = first[first.evaluator == "ped_anova"]
+    assert ped.importance.isna().all() and ped.note.str.contains("fewer than 5").all()
     report = (real_out / "report.md").read_text()
+    assert "PED-ANOVA not run: its top 10% holds 1 trial(s), fewer than 5" in report
     for rung in ("e2", "e4"):
         n = int(table[f"knn_e{rung[1:]}"].notna().sum())
         if n < 4:
@@ -204,10 +215,13 @@ def test_paper_tables_are_mean_sd_over_complete_seeds(hand_exp):
                                 "rrc > specaugment", "rrc", "specaugment", "none"]
     assert row(t2, "da_rrc").knn == "0.460 ± 0.014"
     assert row(t2, "da_none").knn == "—" and row(t2, "da_specaugment").knn == "—"  # PRUNED, RUNNING
+    assert row(t1, "default").paper == paper_tables.PAPER["default"] == 70.1 and row(t2, "da_none").paper == 60.1
+    assert row(t1, "same").knn_best == "0.520 ± 0.028"  # best over epochs: the last epoch here
     md = (out / "paper_table2.md").read_text()
     default_line = next(line for line in md.splitlines() if "rrc > compression > noise (default)" in line)
-    # no trials: rrc > compression, rrc > specaugment; not COMPLETE: specaugment, none
-    assert "0.600 ± 0.020" in default_line and md.count("—") == 4
+    # no trials: rrc > compression, rrc > specaugment; not COMPLETE: specaugment, none (best and last)
+    assert "0.600 ± 0.020" in default_line and "70.1" in default_line and md.count("—") == 8
+    assert paper_tables.COLUMN_PAPER in md and "the reference's metric" in md and "last epoch" in md
     text = report.read_text()
     assert "0.600 ± 0.020" in text and "[paper_table1.csv](paper_table1.csv)" in text
     assert "**partial**: 1 trial(s) still RUNNING" in text
@@ -220,7 +234,7 @@ def test_tau_batch_heatmap_cells_are_group_means(hand_exp):
     assert (out / "tau_batch.png").stat().st_size > 0
     cells = pd.read_csv(out / "tau_batch.csv")
     table = pd.read_parquet(hand_exp / "trials.parquet")
-    for metric in ["last_knn", "knn_e2"]:
+    for metric in ["knn_e2"]:
         expected = table.dropna(subset=[metric]).groupby(["tau", "batch_size"])[metric].agg(["mean", "count"])
         got = cells[cells.metric == metric].set_index(["tau_bin", "batch_size"])
         assert len(got) == len(expected) == 4
@@ -232,11 +246,14 @@ def test_tau_batch_heatmap_cells_are_group_means(hand_exp):
 
 def test_importance_on_completed_trials_and_rungs(hand_exp):
     rows, skipped = importances(load_experiment(hand_exp))
-    assert set(rows.rung) == {"complete", "e2"} and not skipped
+    assert set(rows.rung) == {"complete", "e2"}
+    assert skipped == [f"{s}, PED-ANOVA not run: its top 10% holds 2 trial(s), fewer than 5"
+                       for s in ("completed trials", "rung e2")]
     complete = rows[rows.rung == "complete"]
     assert set(complete.evaluator) == {"fanova", "ped_anova"}
     assert set(complete.param) == {"variant", "seed", "train.tau", "train.batch_size"}
     assert (complete.n_trials == 11).all()
+    assert complete[complete.evaluator == "ped_anova"].importance.isna().all()  # top 10 %: 2 trials < 5
     # variant is what separates the kNN values here (seeds and tau/batch are noise)
     fanova = complete[complete.evaluator == "fanova"].set_index("param").importance
     assert fanova.idxmax() == "variant"
@@ -251,7 +268,7 @@ def test_effects_levels_and_rungs(hand_exp):
     with_noise = table.loc[table.pos_noise > 0, "knn_e2"].dropna()
     assert noise.loc["on", "mean"] == pytest.approx(with_noise.mean(), rel=1e-12)
     assert noise.loc["on", "n"] == len(with_noise) == 9
-    alpha = rows[(rows.factor == "mixback_alpha") & (rows.metric == "last_knn")]
+    alpha = rows[(rows.factor == "mixback_alpha") & (rows.metric == "knn_e2")]
     assert list(alpha.level) == ["0.02", "0.05"]  # few distinct values: the values themselves, in order
     assert set(rows[rows.factor == "mixback_energy_adjust"].level) == {"adjusted", "unadjusted"}
     assert "encoder" not in set(rows.factor)  # not varied
@@ -294,3 +311,190 @@ def test_help_names_outputs(capsys):
     assert stop.value.code == 0
     text = capsys.readouterr().out
     assert "EXPERIMENT_DIR" in text and "report.md" in text and "--out" in text
+
+
+# ---------------------------------------------------------------- adjusted effects against hand computations
+
+def test_grid_variants_against_the_default_are_welch_with_holm(hand_exp):
+    exp = load_experiment(hand_exp)
+    rows = stats.effects_adjusted(exp)
+    assert set(rows.scope) == {"epoch 2 (final)"} and set(rows.factor) == {"variant"}  # never pooled factors
+    assert set(rows.reference) == {"default"}
+    table = exp.table.dropna(subset=["knn_e2"])
+    ref = table.loc[table.param_variant == "default", "knn_e2"].to_numpy()
+    raw = {}
+    for v in ["same", "mixback_unadjusted", "da_rrc"]:  # two seeds or more: an interval
+        a = table.loc[table.param_variant == v, "knn_e2"].to_numpy()
+        va, vb = a.var(ddof=1) / len(a), ref.var(ddof=1) / len(ref)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(ref) - 1))  # Welch-Satterthwaite
+        half = scipy_stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+        diff = a.mean() - ref.mean()
+        raw[v] = 2 * scipy_stats.t.sf(abs(diff) / np.sqrt(va + vb), df)
+        r = rows.set_index("level").loc[v]
+        assert r.estimate == pytest.approx(diff) and (r.n_level, r.n_reference) == (len(a), 3)
+        assert (r.ci_low, r.ci_high) == pytest.approx((diff - half, diff + half))
+    ordered = sorted(raw, key=raw.get)  # Holm by hand over the 3 testable variants
+    expected = np.maximum.accumulate([min(1, (3 - i) * raw[v]) for i, v in enumerate(ordered)])
+    for v, p in zip(ordered, expected):
+        assert rows.set_index("level").loc[v, "p_holm"] == pytest.approx(p)
+    one_seed = rows.set_index("level").loc["sep_25"]  # n=1: an estimate, no interval, and it says so
+    assert np.isnan(one_seed.ci_low) and "n too small to read" in one_seed.method
+
+
+TPE_OPS = ["rrc", "noise", "specaugment"]
+
+
+@pytest.fixture
+def tpe_exp(tmp_path):
+    """A TPE-like experiment: ops and mix-back sampled together (confounded), kNN = a known linear truth
+    plus fixed noise, ASHA rungs e1 (all 20 trials) and e2 (5 promoted)."""
+    exp_dir = tmp_path / "tpe"
+    exp_dir.mkdir()
+    (exp_dir / "search.json").write_text(json.dumps({
+        "space": str(tmp_path / "gone.yaml"), "space_digest": "x", "overrides": {"train.epochs": 2},
+        "storage": "journal:optuna.journal", "study_name": "tpe", "asha": {"grace_period": 1, "reduction_factor": 2}}))
+    rng = np.random.default_rng(3)
+    dists = {**{f"use_{op}": CategoricalDistribution([True, False]) for op in TPE_OPS},
+             "views.mixback": CategoricalDistribution([True, False]),
+             "views.mixback_alpha": FloatDistribution(0.01, 0.2, log=True)}
+    study = optuna.create_study(study_name="tpe", direction="maximize",
+                                storage=JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal"))))
+    rows, trials = [], []
+    for i in range(20):
+        use = {op: bool(rng.random() < (0.8 if op == "rrc" else 0.5)) for op in TPE_OPS}
+        mixback = use["noise"] if rng.random() < 0.75 else not use["noise"]  # confounded with noise
+        alpha = float(rng.uniform(0.02, 0.15)) if mixback else 0.0
+        knn1 = 0.4 + 0.1 * mixback - 0.05 * use["noise"] + 0.02 * use["rrc"] + rng.normal(0, 0.01)
+        knn = [knn1, knn1 + 0.1] if i < 5 else [knn1]
+        params = {**{f"use_{op}": use[op] for op in TPE_OPS}, "views.mixback": mixback,
+                  **({"views.mixback_alpha": alpha} if mixback else {})}
+        trials.append(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                value=knn[-1] if len(knn) == 2 else None,
+                                                state=TrialState.COMPLETE if len(knn) == 2 else TrialState.PRUNED,
+                                                intermediate_values=dict(enumerate(knn, start=1))))
+        ops = [op for op in TPE_OPS if use[op]]
+        rows.append({"trial_id": f"t{i}", "optuna_number": i, "status": "COMPLETE" if len(knn) == 2 else "PRUNED",
+                     "epochs_run": len(knn), "max_epochs": 2, "best_knn": max(knn), "last_knn": knn[-1],
+                     "best_epoch": len(knn), "trial_dir": f"trial_t{i}", "encoder": "resnet18", "tau": 0.2,
+                     "batch_size": 128, "sampling": "random", "separation": 0, "mixback": mixback,
+                     "mixback_alpha": alpha, "mixback_energy_adjust": mixback, "ops": ">".join(ops), "seed": 0,
+                     **{f"pos_{op}": ops.index(op) + 1 if op in ops else 0 for op in OPS},
+                     **{f"param_{k}": v for k, v in params.items()},
+                     **{f"knn_e{e}": v for e, v in enumerate(knn, start=1)}, "knn_history": knn})
+    study.add_trials(trials)
+    pd.DataFrame(rows).to_parquet(exp_dir / "trials.parquet")
+    later = (exp_dir / "optuna.journal").stat().st_mtime + 10
+    os.utime(exp_dir / "trials.parquet", (later, later))
+    return exp_dir
+
+
+def test_adjusted_effects_are_the_lstsq_hand_computation(tpe_exp):
+    exp = load_experiment(tpe_exp)
+    rows = stats.effects_adjusted(exp)
+    first = rows[rows.scope == "rung e1 (epoch 1; every trial that reached it)"].set_index("factor")
+    t = exp.table
+    mixed = t.mixback.to_numpy(bool)
+    log_alpha = np.log10(np.where(mixed, t.mixback_alpha, np.nan))
+    columns = {f"op:{op}": (t[f"pos_{op}"] > 0).to_numpy(float) for op in TPE_OPS}
+    columns |= {"mixback": mixed.astype(float),
+                "mixback_alpha": np.where(mixed, log_alpha - np.nanmean(log_alpha), 0.0)}
+    X = np.column_stack([np.ones(len(t)), *columns.values()])
+    y = t.knn_e1.to_numpy()
+    beta, rss, *_ = np.linalg.lstsq(X, y, rcond=None)
+    df = len(y) - X.shape[1]
+    se = np.sqrt(np.diag(rss[0] / df * np.linalg.inv(X.T @ X)))
+    p = 2 * scipy_stats.t.sf(np.abs(beta / se), df)[1:]
+    order = np.argsort(p)
+    holm = np.empty_like(p)
+    holm[order] = np.minimum(1, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+    assert set(first.index) == set(columns)  # energy adjustment equals mix-back here: not a factor
+    for i, name in enumerate(columns):
+        r = first.loc[name]
+        assert r.estimate == pytest.approx(beta[i + 1], abs=1e-10)
+        half = scipy_stats.t.ppf(0.975, df) * se[i + 1]
+        assert (r.ci_low, r.ci_high) == pytest.approx((beta[i + 1] - half, beta[i + 1] + half), abs=1e-10)
+        assert r.p_holm == pytest.approx(holm[i], rel=1e-9)
+    noise = first.loc["op:noise"]
+    assert (noise.level, noise.reference) == ("on", "off") and noise.ci_high < 0  # the planted -0.05
+    assert (noise.n_level, noise.n_reference) == ((t.pos_noise > 0).sum(), (t.pos_noise == 0).sum())
+    # the promoted rung: 5 trials for 6 coefficients, said and not estimated
+    second = rows[rows.scope.str.startswith("rung e2")]
+    assert second.estimate.isna().all() and second.method.str.contains("n too small to read").all()
+
+
+def test_holm_by_hand():
+    assert list(stats.holm(np.array([0.01, 0.04, np.nan, 0.03]))) == pytest.approx([0.03, 0.06, np.nan, 0.06],
+                                                                                    nan_ok=True)
+
+
+# ---------------------------------------------------------------- n/a marking and what the plots draw
+
+@pytest.fixture(autouse=True)
+def few_resamples(monkeypatch):
+    monkeypatch.setattr(importance, "BOOTSTRAP", 3)  # the ranking's stability: 3 resamples are enough to test
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions draw, kept open (the real _save writes and closes them)."""
+    kept = {}
+    real = plots._save
+
+    def keep(fig, path):
+        kept[path.name] = fig
+        real(fig, path)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: None)
+    yield kept
+    for fig in kept.values():
+        matplotlib.pyplot.close(fig)
+
+
+def test_na_marking_and_plots_draw_the_numbers_of_the_tables(tpe_exp, figures):
+    exp = load_experiment(tpe_exp)
+    rows, _ = importances(exp)
+    e1 = rows[(rows.rung == "e1") & (rows.evaluator == "fanova")].set_index("param")
+    # views.mixback_alpha only exists while mix-back is on: fANOVA cannot assess it
+    assert np.isnan(e1.loc["views.mixback_alpha", "importance"]) and e1.loc["views.mixback_alpha", "note"].startswith("n/a")
+    assert e1.importance.dropna().sum() == pytest.approx(1.0) and e1.importance.notna().sum() == 4
+    out = tpe_exp / "analysis"
+    analyse(tpe_exp)
+    fig = figures["importance.png"]
+    na_texts = sum(t.get_text() == "n/a" for ax in fig.axes for t in ax.texts)
+    assert na_texts == rows.importance.isna().sum() > 0
+    ax = fig.axes[0]  # fANOVA: bar widths are the importances, rung by rung
+    widths = sorted(round(p.get_width(), 9) for p in ax.patches if p.get_width() > 0)
+    fanova = rows[rows.evaluator == "fanova"].importance.dropna()
+    assert widths == sorted(round(v, 9) for v in fanova if v > 0)
+    # forest plot: whiskers are the CSV's intervals
+    adjusted = pd.read_csv(out / "effects_adjusted.csv").dropna(subset=["ci_low"])
+    ax = figures["effects_adjusted.png"].axes[0]
+    segments = ax.collections[0].get_segments() if ax.collections else []
+    drawn = sorted((round(s[0][0], 9), round(s[1][0], 9)) for s in segments)
+    assert drawn == sorted((round(lo, 9), round(hi, 9)) for lo, hi in zip(adjusted.ci_low, adjusted.ci_high))
+    # best so far: the running max of the COMPLETE trials' last-epoch kNN, in trial order
+    table = exp.table.sort_values("optuna_number")
+    line = figures["best_so_far.png"].axes[0].lines[0]
+    expected = table.last_knn.where(table.status == "COMPLETE").cummax().to_numpy()
+    assert np.allclose(line.get_ydata(), expected, equal_nan=True)
+    # rung survival: expected 1/2^k and the actual shares
+    survival = pd.read_csv(out / "rung_survival.csv")
+    assert list(survival.expected) == [1.0, 0.5] and list(survival.actual) == [1.0, 0.25]
+    heights = sorted(round(p.get_height(), 9) for p in figures["rung_survival.png"].axes[0].patches
+                     if p.get_height() > 0)
+    assert heights == sorted([1.0, 0.5, 1.0, 0.25])
+    assert (out / "parallel.png").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "e1 20 (100% vs 100%), e2 5 (25% vs 50%)" in report
+    assert "op:noise on vs off: −0.0" in report  # the adjusted row, with its interval, is what the report reads
+
+
+def test_variant_curves_are_seed_means(hand_exp, figures):
+    analyse(hand_exp)
+    ax = figures["variant_curves.png"].axes[0]
+    handle = next(h for h in ax.get_legend().legend_handles if h.get_label().startswith("default"))
+    assert handle.get_label() == "default (n=3)"
+    default = next(line for line in ax.lines if len(line.get_ydata()) and line.get_color() == handle.get_color())
+    assert list(default.get_ydata()) == pytest.approx([0.50, 0.60])  # seed means at epochs 1 and 2

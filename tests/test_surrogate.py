@@ -1,6 +1,7 @@
 """The planted-truth surrogate (``--surrogate TRUTH.yaml``): the TRUTH schema and its errors, the score
 by hand, determinism, the best achievable score, and a search that is SIGKILLed and resumed (Ray on
-127.0.0.7)."""
+127.0.0.7) whose journal
+loads in optuna-dashboard."""
 
 import itertools
 import json
@@ -11,11 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from wsgiref.util import setup_testing_defaults
 
 import numpy as np
 import optuna
+import optuna_dashboard
 import pandas as pd
 import pytest
+from optuna_dashboard._storage_url import get_storage
 
 from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.search import surrogate
@@ -165,6 +169,16 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
             assert r["knn_acc"] == score(truth, c, r["epoch"], 20, c.seed)
     study = {t.number: t for t in open_study(exp, json.loads((exp / META_FILE).read_text())).trials}
     assert {study[n].state.name for n in table.optuna_number} == set(table.status)
+    # the journal opens in optuna-dashboard (`optuna-dashboard runs/NAME/optuna.journal`): its own loader and API
+    storage = get_storage(str(exp / "optuna.journal"))
+    (summary,) = storage.get_all_studies()
+    assert summary.study_name == "s" and len(storage.get_all_trials(summary._study_id)) == 4
+    environ = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = "/api/studies"
+    status = []
+    body = b"".join(optuna_dashboard.wsgi(storage)(environ, lambda s, headers, *_: status.append(s)))
+    assert status == ["200 OK"] and json.loads(body)["studies"][0]["study_name"] == "s"
     # a resume with another truth is refused
     other = tmp_path / "other.yaml"
     other.write_text(TRUTH.replace("0.12", "0.2"))

@@ -1,0 +1,247 @@
+"""Effect estimates you can read: adjusted for the other sampled factors, with 95 % intervals and
+Holm-corrected p-values, one scope (rung = epoch) at a time.
+
+Raw group means mislead in both kinds of experiment this project runs. A TPE search samples
+adaptively and its factors are confounded (the trials without mix-back may also be the ones with
+noise on), so each factor's effect is an OLS coefficient over all sampled factors together. A grid of
+one-factor-at-a-time variants (``paper_ablations.yaml``) is not a factorial, so each variant is
+compared with the default (Welch's t, Holm over the variants), never pooled into factors.
+
+Each rung is its own scope: trials are compared at the same epoch. The first rung holds every trial;
+later rungs hold the ones ASHA promoted, which were selected on the outcome, so their estimates are
+conditional on having been good early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from scipy import stats
+
+from analysis.load import Experiment
+
+LEVEL = 0.95
+MIN_N = 3  # a comparison with fewer trials on either side is flagged as too small to read
+MIN_RESID_DF = 3  # a regression with fewer residual degrees of freedom gives no interval
+MAG_RESID_DF = 10  # magnitudes (one slope per op parameter) join the regression only above this
+MAG_MIN_N = 10  # ... and only for an op that is on in at least this many trials
+COLUMNS = ["factor", "level", "reference", "estimate", "ci_low", "ci_high", "p_holm", "n_level", "n_reference",
+           "scope", "method"]
+TOO_SMALL = "n too small to read"
+
+
+@dataclass
+class Term:
+    """One regression column: the trials' values of a 0/1 indicator or a centred slope, and which trials
+    count as the level and the reference (for n)."""
+
+    factor: str
+    level: str
+    reference: str
+    x: np.ndarray
+    n_level: int
+    n_reference: int
+    magnitude: bool = False
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of the finite p-values (NaN stays NaN)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p[idx]))
+        out[idx] = running
+    return out
+
+
+def is_grid(table: pd.DataFrame) -> bool:
+    """One-factor-at-a-time variants against a ``default`` (paper_ablations.yaml)."""
+    return "param_variant" in table and "default" in set(table["param_variant"].dropna())
+
+
+def scopes(exp: Experiment) -> list[tuple[str, str]]:
+    """(scope label, kNN column) per rung the table has; the first one holds every trial."""
+    out = []
+    for i, r in enumerate(r for r in exp.rungs if f"knn_e{r}" in exp.table):
+        who = "every trial that reached it" if i == 0 else "trials ASHA promoted to it"
+        out.append((f"rung e{r} (epoch {r}; {who})" if exp.asha else f"epoch {r} (final)", f"knn_e{r}"))
+    return out
+
+
+def _distribution(exp: Experiment, name: str) -> BaseDistribution | None:
+    return next((t.distributions[name] for t in exp.study.get_trials(deepcopy=False) if name in t.distributions),
+                None)
+
+
+def _log_param(exp: Experiment, name: str) -> bool:
+    return bool(getattr(_distribution(exp, name), "log", False))
+
+
+def _indicator(factor: str, level: str, reference: str, on: np.ndarray, among: np.ndarray | None = None) -> Term:
+    among = np.ones_like(on, dtype=bool) if among is None else among
+    return Term(factor, level, reference, (on & among).astype(float), int((on & among).sum()),
+                int((~on & among).sum()))
+
+
+def _slope(factor: str, values: np.ndarray, among: np.ndarray, log: bool, magnitude: bool = False) -> Term:
+    """A slope within the trials where the factor applies, centred there so the indicator it hangs off
+    stays the effect at the mean value."""
+    v = np.where(among, values, np.nan).astype(float)
+    v = np.log10(v) if log else v
+    centred = np.where(among, v - np.nanmean(v), 0.0)
+    unit = "per ×10" if log else "per +1"
+    n = int(among.sum())
+    return Term(factor, unit, "its mean", centred, n, n, magnitude)
+
+
+def terms(exp: Experiment, part: pd.DataFrame) -> list[Term]:
+    """The sampled factors of the trials in ``part``, as regression columns (only those that vary)."""
+    out: list[Term] = []
+    ops = [c.removeprefix("pos_") for c in part.columns if c.startswith("pos_")]
+    params = {c.removeprefix("param_") for c in part.columns if c.startswith("param_")}
+    for op in ops:
+        on = part[f"pos_{op}"].to_numpy() > 0
+        out.append(_indicator(f"op:{op}", "on", "off", on))
+        for name in sorted(p for p in params if p.startswith(f"{op}_")):
+            values = part[f"param_{name}"].to_numpy(dtype=float)
+            out.append(_slope(name, values, on & np.isfinite(values), _log_param(exp, name), magnitude=True))
+    mixed = part["mixback"].astype(bool).to_numpy()
+    out.append(_indicator("mixback", "on", "off", mixed))
+    out.append(_indicator("mixback_energy_adjust", "adjusted", "unadjusted",
+                          part["mixback_energy_adjust"].astype(bool).to_numpy(), among=mixed))
+    if "param_views.mixback_alpha" in part:
+        out.append(_slope("mixback_alpha", part["mixback_alpha"].to_numpy(dtype=float), mixed, log=True))
+    skip = {"views.mixback", "views.mixback_alpha", "views.mixback_energy_adjust"}
+    for name in sorted(params - skip):
+        if name.startswith(("use_", "order_")) or any(name.startswith(f"{op}_") for op in ops):
+            continue  # ops are read from pos_<op>; order as positions (importance), not Lehmer digits
+        values = part[f"param_{name}"]
+        if not isinstance(_distribution(exp, name), CategoricalDistribution) and values.nunique() > 3:
+            out.append(_slope(name, values.to_numpy(dtype=float), values.notna().to_numpy(),
+                              _log_param(exp, name)))
+            continue
+        levels = values.astype(str)
+        reference = levels.value_counts().index[0]  # the most common level
+        out += [_indicator(name, lvl, reference, (levels == lvl).to_numpy()) for lvl in sorted(set(levels))
+                if lvl != reference]
+    return [t for t in out if np.ptp(t.x) > 0 and t.n_level > 0 and t.n_reference > 0]  # only what varies
+
+
+def ols(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Coefficients, their standard errors and the residual df of ``y ~ X`` (X has the intercept)."""
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    df = len(y) - X.shape[1]
+    sigma2 = float(np.sum((y - X @ beta) ** 2)) / df
+    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(X.T @ X)))
+    return beta, se, df
+
+
+def _estimable(candidates: list[Term], n: int) -> list[Term]:
+    """The terms, in order, that add to the rank of the design (a term the others fix, e.g. an op on in
+    exactly the trials where another is, is left out), or none when the residual df would be too few."""
+    X, kept = np.ones((n, 1)), []
+    for t in candidates:
+        trial = np.column_stack([X, t.x])
+        if np.linalg.matrix_rank(trial) == trial.shape[1]:
+            X, kept = trial, [*kept, t]
+    return kept if n - X.shape[1] >= MIN_RESID_DF else []
+
+
+def _regression(exp: Experiment, part: pd.DataFrame, metric: str, scope: str) -> list[dict]:
+    y = part[metric].to_numpy(dtype=float)
+    all_terms = terms(exp, part)
+    # the best-supported terms first: a term the others fix is then one with few trials on a side
+    wanted = sorted((t for t in all_terms if not t.magnitude), key=lambda t: -min(t.n_level, t.n_reference))
+    main = _estimable(wanted, len(y))
+    # a magnitude slope joins when its op is on in enough trials and the residual df stay large
+    mags = [t for t in all_terms if t.magnitude and t.n_level >= MAG_MIN_N]
+    used = _estimable(main + mags, len(y)) if len(y) - 1 - len(main) - len(mags) >= MAG_RESID_DF else main
+    rows = []
+    if used:
+        X = np.column_stack([np.ones(len(y)), *(t.x for t in used)])
+        beta, se, df = ols(X, y)
+        half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
+        p = 2 * stats.t.sf(np.abs(beta / se), df)
+        p_holm = holm(p[1:])
+        method = (f"OLS over {len(used)} factor terms (n={len(y)}, residual df {df}); {LEVEL:.0%} CI per row; "
+                  f"Holm over the {len(used)} rows of this scope")
+        aliased = [t.factor for t in wanted if t not in main]
+        if aliased:
+            method += (f"; ALIASED: {', '.join(aliased)} left out (fixed by the other factors here), "
+                       "so these rows may carry its effect")
+        for i, t in enumerate(used, start=1):
+            small = min(t.n_level, t.n_reference) < MIN_N
+            rows.append({"factor": t.factor, "level": t.level, "reference": t.reference, "estimate": beta[i],
+                         "ci_low": beta[i] - half[i], "ci_high": beta[i] + half[i], "p_holm": p_holm[i - 1],
+                         "n_level": t.n_level, "n_reference": t.n_reference, "scope": scope,
+                         "method": method + (f"; {TOO_SMALL} (< {MIN_N} trials on one side)" if small else "")})
+    why = (f"not estimated ({TOO_SMALL}): {len(y)} trials; a factor needs residual df >= {MIN_RESID_DF} and must "
+           f"not be fixed by the others, a magnitude slope also its op on in >= {MAG_MIN_N} trials and residual "
+           f"df >= {MAG_RESID_DF}")
+    estimated = {(t.factor, t.level) for t in used}
+    rows += [{"factor": t.factor, "level": t.level, "reference": t.reference, "estimate": np.nan,
+              "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan, "n_level": t.n_level,
+              "n_reference": t.n_reference, "scope": scope, "method": why}
+             for t in all_terms if (t.factor, t.level) not in estimated]
+    return rows
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean difference a - b, its 95 % CI and the two-sided p of Welch's t (NaN when either n < 2)."""
+    diff = float(np.mean(a) - np.mean(b)) if len(a) and len(b) else np.nan
+    if len(a) < 2 or len(b) < 2:
+        return diff, np.nan, np.nan, np.nan
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(LEVEL)
+    return diff, float(ci.low), float(ci.high), float(res.pvalue)
+
+
+def _variants(part: pd.DataFrame, metric: str, scope: str) -> list[dict]:
+    groups = {v: g[metric].to_numpy(dtype=float) for v, g in part.groupby("param_variant", sort=False)}
+    ref = groups.get("default", np.array([]))
+    others = [v for v in groups if v != "default"]
+    tests = {v: welch(groups[v], ref) for v in others}
+    p_holm = holm(np.array([tests[v][3] for v in others]))
+    rows = []
+    for v, p in zip(others, p_holm):
+        diff, lo, hi, _ = tests[v]
+        small = min(len(groups[v]), len(ref)) < MIN_N
+        method = (f"Welch's t against the default, {LEVEL:.0%} CI per row, Holm over the {len(others)} variants"
+                  if np.isfinite(p) else "no interval: Welch's t needs >= 2 trials per side")
+        rows.append({"factor": "variant", "level": v, "reference": "default", "estimate": diff, "ci_low": lo,
+                     "ci_high": hi, "p_holm": p, "n_level": len(groups[v]), "n_reference": len(ref),
+                     "scope": scope, "method": method + (f"; {TOO_SMALL} (< {MIN_N} trials on one side)"
+                                                         if small else "")})
+    return rows
+
+
+def effects_adjusted(exp: Experiment) -> pd.DataFrame:
+    """The ``effects_adjusted.csv`` table: one row per factor level against its reference, per scope."""
+    rows: list[dict] = []
+    grid = is_grid(exp.table)
+    for scope, metric in scopes(exp):
+        part = exp.table[exp.table[metric].notna()]
+        if grid:
+            rows += _variants(part, metric, scope)
+        elif len(part):
+            rows += _regression(exp, part.reset_index(drop=True), metric, scope)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def rung_survival(exp: Experiment) -> pd.DataFrame | None:
+    """Per ASHA rung: trials that reached it, the share of the finished trials that is, and the share
+    ``1 / reduction_factor^k`` synchronous halving would keep at rung k. None without ASHA."""
+    if not exp.asha:
+        return None
+    done = exp.table[exp.table["status"] != "RUNNING"]
+    rf = float(exp.asha["reduction_factor"])
+    reached = [int((done["epochs_run"] >= r).sum()) for r in exp.rungs]
+    return pd.DataFrame({"rung": [f"e{r}" for r in exp.rungs], "n_reached": reached,
+                         "expected": [min(1.0, rf ** -k) for k in range(len(exp.rungs))],
+                         "actual": [n / max(1, len(done)) for n in reached]})
