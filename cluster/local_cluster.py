@@ -209,6 +209,19 @@ class LocalCluster:
         self.stop()
 
 
+def free_port() -> int:
+    """A free GCS port for a cluster on the shared host network, whose block of node ports (port ..
+    port + 600) misses Ray's 8265 and 10001."""
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind((HEAD_IP, 0))
+            port = s.getsockname()[1]
+        if port + 600 < 65536 and not any(port <= reserved < port + 600 for reserved in (8265, 10001)):
+            return port
+
+
 def namespaces_work() -> bool:
     """Whether this process may create network and mount namespaces (as root, with util-linux's
     unshare/nsenter and iproute2). Without them the nodes share the host's network (see above)."""

@@ -7,18 +7,21 @@
 ``UCLSER_OPTUNA_URL`` is set on the head, ``--storage-url $UCLSER_OPTUNA_URL``. Submitting the same
 arguments again resumes the experiment.
 
-The GPU workers scale from zero. The search keeps its per-trial GPU request on a cluster (the
-autoscaler starts GPU nodes for the waiting trials), but a missing GPU quota or a wrong AMI would
-then only show as trials that never start; so when the trials want GPUs, this first asks the
-autoscaler for one GPU node, waits for it (up to 20 minutes, with a clear error after that) and
-withdraws the request when the search ends.
+The GPU workers scale from zero. The search keeps its per-trial GPU request on a cluster and keeps
+enough trials pending for the autoscaler to start every GPU node it may (``--cluster-config``, read
+from the head's ``~/ray_bootstrap_config.yaml``), but a missing GPU quota or a wrong AMI would then
+only show as trials that never start. So when the trials want GPUs, this first asks for one GPU node
+and waits for it (up to 20 minutes, with a clear error after that). The ask is a pending GPU actor
+owned by this script, not ``request_resources``: the autoscaler sees it as demand like any pending
+task, it is killed as soon as a GPU node has joined, and Ray removes it with its owner if this
+script dies (SIGKILL, a tmux hang-up). A ``request_resources`` call instead stays in the autoscaler's
+state until someone withdraws it, and would keep a GPU node running with no end.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 
 
@@ -42,43 +45,11 @@ def gpus_per_trial(argv: Sequence[str]) -> float:
         return 0  # the search itself reports it
 
 
-def request_gpu_node(timeout_s: float = 1200) -> None:
-    """Ask the autoscaler to keep a GPU node up and wait until the cluster has one."""
-    import ray
-    from ray.autoscaler.sdk import request_resources
-
-    ray.init(address="auto")
-    try:
-        request_resources(bundles=[{"GPU": 1}])
-        deadline = time.monotonic() + timeout_s
-        while not ray.cluster_resources().get("GPU"):
-            if time.monotonic() > deadline:
-                sys.exit(f"no GPU node after {timeout_s:.0f} s: see `ray exec cluster/gpu.yaml 'ray status'`, "
-                         "/tmp/ray/session_latest/logs/monitor.* on the head and your EC2 GPU quota")
-            print("waiting for the autoscaler to start a GPU worker ...", file=sys.stderr)
-            time.sleep(5)
-    finally:
-        ray.shutdown()
-
-
-def release_gpu_node() -> None:
-    import ray
-    from ray.autoscaler.sdk import request_resources
-
-    ray.init(address="auto", ignore_reinit_error=True)
-    request_resources(bundles=[])
-
-
 if __name__ == "__main__":
     from uclser_tune.search.__main__ import main
+    from uclser_tune.search.remote import wait_for_gpu_node
 
     argv = search_argv(sys.argv[1:])
-    gpus = gpus_per_trial(argv) > 0
-    if gpus:
-        request_gpu_node()
-    try:
-        code = main(argv)
-    finally:
-        if gpus:
-            release_gpu_node()
-    sys.exit(code)
+    if gpus_per_trial(argv) > 0:
+        print(f"GPU node {wait_for_gpu_node('auto', timeout_s=1200)} is up", file=sys.stderr)
+    sys.exit(main(argv))

@@ -1,6 +1,8 @@
 """cluster/gpu.yaml against Ray's own cluster-config schema, offline (what `ray up` checks before it
 contacts a cloud: prepare_config fills the provider's defaults, validate_config checks the schema),
-broken copies rejected, and the security rules: only SSH open to the world, no secret in the file."""
+broken copies rejected, and the security rules: only SSH open to the world, no secret in the file,
+file mounts of the repository's own paths only, a security group per cluster name; every node
+installs the committed lock file with a pinned uv."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import copy
 import re
 import socket
 import sys
+import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
@@ -120,35 +123,65 @@ def test_only_ssh_is_open_to_the_world(config):
             assert "--dashboard-host=127.0.0.1" in cmd  # reached through `ray dashboard` (SSH) only
 
 
-SECRET = re.compile(
-    r"(password|passwd|secret|api[_-]?key|PGPASSWORD|RAY_AUTH_TOKEN)\s*[:=]\s*\S"  # key: value / KEY=value
-    r"|://[^/\s:@]+:[^/\s@]+@"  # a URL with user:password@
-    r"|AKIA[0-9A-Z]{16}"  # an AWS access key id
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----", re.IGNORECASE)
+# Environment variables the file may set, none of them a credential: a new one must be added here
+# on purpose (a password or token must reach the nodes as a file mount, never as a value in the file).
+PLAIN_ENV = {"RAY_AUTH_MODE", "UCLSER_CACHE", "UCLSER_RUNS"}
 
 
-@pytest.mark.parametrize("text", ["postgresql://optuna:hunter2@db/optuna", "export PGPASSWORD=hunter2",
-                                  "password: hunter2", "aws_key AKIAABCDEFGHIJKLMNOP"])
-def test_the_secret_check_catches(text):
-    assert SECRET.search(text)
+def test_no_secret_in_the_file(config):
+    text = CONFIG.read_text()
+    commands = " ".join(config["setup_commands"] + config["head_start_ray_commands"]
+                        + config["worker_start_ray_commands"])
+    assert set(re.findall(r"\b([A-Z][A-Z0-9_]*)=", commands)) == PLAIN_ENV
+    assert not re.findall(r"://[^/\s@]*:[^/\s@]*@", text)  # no URL with user:password@
+    assert "PRIVATE KEY" not in text and not re.search(r"\bAKIA[0-9A-Z]{16}\b", text)  # no key material
+    assert not {"ssh_private_key", "KeyName"} & set(_strings(config))  # Ray's own key pair
 
 
-def test_no_secret_in_the_file():
-    assert not SECRET.search(CONFIG.read_text())
+def test_file_mounts_name_the_repos_own_paths(config):
+    """Relative local paths resolve against the folder `ray up` runs in: naming the repository's own
+    files makes `ray up` from another folder fail (Ray asserts every local path exists) instead of
+    uploading that folder, e.g. a home with ~/.ssh and ~/.aws."""
+    mounts = config["file_mounts"]
+    assert mounts.pop("~/.ray/auth_token") == "~/.ray/auth_token"  # the one file from outside the repo
+    for remote, local in mounts.items():
+        assert local.startswith("./") and local.strip("./") and not local.startswith("./.."), local
+        assert remote == f"~/uclser_tune/{local[2:]}" and (ROOT / local).exists(), (remote, local)
+    assert {"./pyproject.toml", "./uclser_tune", "./cluster"} <= set(mounts.values())
+    assert "~/uclser_tune" not in mounts and "." not in mounts.values()
 
 
-def test_versions_and_install_match_the_repo(config):
-    pins = set(re.findall(r'ray\[[a-z,]+\]==([\d.]+)', " ".join(config["head_setup_commands"] +
-                                                                    config["worker_setup_commands"])))
-    assert pins == {version("ray")} and f"ray[tune]=={version('ray')}" in (ROOT / "pyproject.toml").read_text()
+def test_security_group_is_named_after_the_cluster(config):
+    """No fixed group name: Ray then creates ray-autoscaler-<cluster_name>, one per cluster."""
+    assert "security_group" not in config["provider"]
+    assert not any("SecurityGroupIds" in t["node_config"] for t in config["available_node_types"].values())
+
+
+def _pins(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", text, re.MULTILINE))
+
+
+def test_every_node_installs_the_committed_lock_with_a_pinned_uv(config):
+    from packaging.requirements import Requirement
+
+    lock = _pins((ROOT / "cluster" / "requirements.lock").read_text())
     torch_pin = re.search(r'torch==([\d.]+)', (ROOT / "Makefile").read_text()).group(1)
-    for commands in (config["head_setup_commands"], config["worker_setup_commands"]):
-        text = " ".join(commands)
-        assert f"torch=={torch_pin}" in text and "-e ~/uclser_tune" in text
-        assert text.index("torch==") < text.index("-e ~/uclser_tune")  # torch first, then the package
-    assert config["file_mounts"]["~/uclser_tune"] == "."
+    assert lock["ray"] == version("ray") and lock["torch"] == torch_pin and lock["optuna"] == version("optuna")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in map(Requirement, pyproject):  # the lock satisfies the package's own requirements
+        assert dep.name in lock and dep.specifier.contains(lock[dep.name], prereleases=True), dep
+    setup = config["setup_commands"]
+    assert config["head_setup_commands"] == config["worker_setup_commands"] == []  # the same set everywhere
+    uv = next(c for c in setup if "astral.sh/uv" in c)
+    pinned = re.search(r"astral\.sh/uv/([\d.]+)/install\.sh", uv).group(1)
+    assert f"'uv {pinned}'" in uv  # an installed uv of another version is replaced
+    install = [c for c in setup if "pip install" in c]
+    assert install == [c for c in install if c.startswith("~/.local/bin/uv pip install")]
+    assert "-r ~/uclser_tune/cluster/requirements.lock" in install[0]
+    assert "--no-deps -e ~/uclser_tune" in install[1] and len(install) == 2
     for cmd in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
         assert "RAY_AUTH_MODE=token" in cmd
+    assert f"ray[tune]=={version('ray')}" in (ROOT / "pyproject.toml").read_text()
 
 
 def test_submit_script_joins_the_cluster_with_shared_storage():

@@ -31,6 +31,8 @@ from typing import Any
 import pandas as pd
 
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
+from uclser_tune.data.fsd import DatasetError
+from uclser_tune.train import check_data
 from uclser_tune.training.downstream import CHECKPOINT_FILES, TASKS
 
 DEFAULT = "default"
@@ -78,7 +80,10 @@ def candidates(exp_dir: Path, top: int, with_default: bool) -> dict[str, RunConf
     if not meta_path.exists():
         raise ConfigError(f"{exp_dir}: not an experiment dir (no {results.META_FILE}); run a search first")
     parquet = exp_dir / "trials.parquet"
-    table = pd.read_parquet(parquet) if parquet.exists() else results.trials_table(exp_dir)
+    try:
+        table = pd.read_parquet(parquet) if parquet.exists() else results.trials_table(exp_dir)
+    except KeyError:  # optuna: no study of that name yet (the search was stopped while starting)
+        table = pd.DataFrame()
     done = table[table["status"] == "COMPLETE"] if len(table) else table
     if done.empty:
         raise ConfigError(f"{exp_dir}: no complete trial yet; nothing to retrain")
@@ -293,10 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not exp_dir.is_dir():
             raise ConfigError(f"{exp_dir}: no such experiment dir")
-        if args.seeds < 1 or args.top < 1 or args.epochs < 1:
-            raise ConfigError("--seeds, --top and --epochs must be >= 1")
+        for flag, value, least in (("--seeds", args.seeds, 1), ("--top", args.top, 1), ("--epochs", args.epochs, 1),
+                                   ("--downstream-epochs", args.downstream_epochs, 1),
+                                   ("--gpus-per-job", args.gpus_per_job, 0)):
+            if value is not None and value < least:
+                raise ConfigError(f"{flag}: got {value:g}; expected >= {least}")
+        if args.cpus_per_job <= 0:
+            raise ConfigError(f"--cpus-per-job: got {args.cpus_per_job:g}; expected > 0")
         overrides = {**parse_overrides(args.overrides), "train.epochs": args.epochs}
-        if args.downstream_epochs:
+        if args.downstream_epochs is not None:
             overrides["downstream.epochs"] = args.downstream_epochs
         cands = candidates(exp_dir, args.top, not args.no_default)
         jobs = [{**job, "downstream_from": args.downstream_from} for job in plan(cands, args.seeds, overrides, out)]
@@ -305,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             if written.exists() and written.read_text() != config_from_dict(job["config"]).to_yaml():
                 raise ConfigError(f"{job['dir']}: the config differs from the one this retraining started with "
                                   f"({written}); re-run with the same options or choose another --out")
-    except ConfigError as err:
+        for cfg in cands.values():
+            check_data(cfg.data)
+    except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

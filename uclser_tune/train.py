@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uclser_tune.config import ConfigError, RunConfig, config_from_dict, describe_config, load_config, parse_overrides
+from uclser_tune.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    config_from_dict,
+    describe_config,
+    load_config,
+    parse_overrides,
+)
+from uclser_tune.data.fsd import DatasetError, read_dataset
 
 METRIC_FIELDS = ["epoch", "loss", "lr", "clips_per_s", "epoch_seconds", "sampling_fallbacks",
                  "knn_acc", "knn_micro", "knn_top3", "precision", "channels_last"]
@@ -51,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint the downstream tasks start from: best val kNN (default, as the reference) or "
                         "last epoch; recorded in downstream.csv")
     return p
+
+
+def check_data(data: DataConfig) -> None:
+    """Raise DatasetError unless ``data.root`` has the FSDnoisy18k layout (or is the embedded synthetic set,
+    generated on first use). Cheap (the metadata only), so every CLI calls it before it writes anything."""
+    if data.root != "synthetic":
+        read_dataset(Path(data.root).expanduser())
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -198,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         from uclser_tune.training.runtime import amp_dtype, resolve_device
 
         amp_dtype(cfg.train.precision, resolve_device(cfg.train.device))  # refuses fp16 on a CPU before any write
+        check_data(cfg.data)
         run = RunDir(out, cfg, args.resume)
-    except ConfigError as err:
+    except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -14,14 +14,22 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
 from uclser_tune.config import ConfigError, parse_overrides
+from uclser_tune.data.fsd import DatasetError
+from uclser_tune.search.lock import ExperimentLock, LockError
+from uclser_tune.search.results import META_FILE
 from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
+from uclser_tune.search.state import StateError
+from uclser_tune.search.surrogate import Truth, TruthError, load_truth
+from uclser_tune.train import check_data
 
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 REUSE_ACTORS = True  # a trial starts in an idle worker of a finished one: ~3 s less per trial start
 SMOKE = {"data.synth_size": "tiny", "model.width": 0.125, "model.proj_hidden": 64, "model.proj_dim": 32,
          "train.max_batches_per_epoch": 3, "eval.knn_k": 10}
@@ -53,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a CPU: --set model.width=0.25 --set data.synth_size=small")
     p.add_argument("--smoke", action="store_true", help="tiny data, tiny models, few batches: a quick end-to-end check")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (trial seeds come from the space)")
+    p.add_argument("--cluster-config", type=Path,
+                   help="with --address: the cluster launcher's YAML whose GPU workers the autoscaler may start "
+                        f"(default: {BOOTSTRAP_CONFIG}, where `ray up` puts it on the head); enough trials are kept "
+                        "pending to ask for all of them at once")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's full console output (status blocks, trial logs) instead of the compact trial table")
+    p.add_argument("--surrogate", metavar="TRUTH.yaml",
+                   help="score each trial from its run config with the effects planted in TRUTH.yaml instead of "
+                        "training (no data; schema in search_spaces/README.md): checks the analysis on a known truth")
     return p
 
 
@@ -62,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         space = with_asha(load_space(args.space), args.grace_period, args.reduction_factor)
         check_args(args, space)
         cli_overrides = parse_overrides(args.overrides)
-    except (SpaceError, ConfigError) as err:
+        truth = load_truth(args.surrogate) if args.surrogate else None
+    except (SpaceError, ConfigError, TruthError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     name = args.name or space.path.stem
@@ -79,23 +97,125 @@ def main(argv: list[str] | None = None) -> int:
     num_samples = args.num_samples or (space.grid_size() if space.sampler == "grid" else space.trials["num_samples"])
     if args.smoke and not args.num_samples:
         num_samples = min(num_samples, 6)
-    meta_path = exp_dir / "search.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["space_digest"] != space.digest or meta["overrides"] != overrides:
-            print(f"error: {exp_dir} was started with another space file or options ({meta['space']}, "
-                  f"{meta['overrides']}); use another --name to start a new experiment", file=sys.stderr)
-            return 2
-        # Ray's restored experiment keeps its trial count and the restored searcher its seeded sampler
-        changed = {k: (meta[k], v) for k, v in {"num_samples": num_samples, "sampler_seed": args.seed,
-                                                "asha": space.asha}.items() if k in meta and meta[k] != v}
-        if changed:
-            print(f"error: {exp_dir} was started with " + ", ".join(f"{k} {old} (now {new})" for k, (old, new)
-                                                                  in changed.items())
-                  + "; a resumed search keeps them: re-run with the original values, or use another --name",
-                  file=sys.stderr)
-            return 2
-    return run(args, space, exp_dir, overrides, base_cfg, num_samples)
+    meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides,
+            "storage": args.storage_url or "journal:optuna.journal", "study_name": exp_dir.name,
+            "sampler_seed": args.seed, "num_samples": num_samples, "asha": space.asha,
+            "surrogate": truth and truth.digest, "surrogate_file": truth and str(truth.path)}
+    try:
+        cluster_config = read_cluster_config(args)
+        if truth is None:
+            check_data(base_cfg.data)
+        # the lock first: nothing of the experiment is read or written while another driver runs it
+        with ExperimentLock(exp_dir) as lock:
+            code = 2
+            try:
+                check_resume(exp_dir, meta)
+                code = run(args, space, exp_dir, meta, base_cfg, truth, cluster_config)
+            finally:
+                if code == 2:  # refused: a dir this driver created goes again
+                    lock.discard()
+            return code
+    except (LockError, DatasetError, SpaceError, StateError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def check_resume(exp_dir: Path, meta: dict) -> None:
+    """A resumed experiment must be re-run with what it was started with: Ray's restored experiment keeps
+    its trial count, the restored searcher its seeded sampler and its study storage."""
+    meta_path = exp_dir / META_FILE
+    if not meta_path.exists():
+        return
+    old = json.loads(meta_path.read_text())
+    if old["space_digest"] != meta["space_digest"]:
+        raise StateError(f"{exp_dir} was started with another space file ({old['space']}, or it changed since); "
+                         f"use another --name to start a new experiment")
+    keys = sorted(k for k in {*old["overrides"], *meta["overrides"]} if old["overrides"].get(k) != meta["overrides"].get(k))
+    if keys:
+        was, now = ({k: o.get(k, "unset") for k in keys} for o in (old["overrides"], meta["overrides"]))
+        raise StateError(f"{exp_dir} was started with other options (--set/--data/--max-epochs/--smoke): {was}, "
+                         f"now {now}; re-run with the original ones, or use another --name")
+    changed = {k: (old[k], meta[k]) for k in ("num_samples", "sampler_seed", "asha", "surrogate", "storage")
+               if k in old and old[k] != meta[k]}
+    if changed:
+        raise StateError(f"{exp_dir} was started with " + ", ".join(f"{k} {was} (now {now})" for k, (was, now)
+                                                                   in changed.items())
+                         + "; a resumed search keeps them: re-run with the original values (for storage: "
+                           "--storage-url, or UCLSER_OPTUNA_URL on a cluster), or use another --name")
+
+
+def read_cluster_config(args: argparse.Namespace) -> dict | None:
+    """The cluster launcher's config (``--cluster-config``, else the head's bootstrap file if there is one)."""
+    import yaml
+
+    path = args.cluster_config or BOOTSTRAP_CONFIG
+    if not args.address or not (args.cluster_config or path.expanduser().exists()):
+        return None
+    try:
+        config = yaml.safe_load(path.expanduser().read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SpaceError(f"--cluster-config {path}: cannot read it as YAML ({err})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("available_node_types"), dict):
+        raise SpaceError(f"--cluster-config {path}: available_node_types: missing; expected a Ray cluster-launcher "
+                         f"config (cluster/gpu.yaml)")
+    return config
+
+
+def scale_out_trials(cluster_config: dict | None, cpus: float, gpus: float, have: dict[str, float]) -> int:
+    """Trials the cluster can run at once: with a launcher config, its nodes at their ``max_workers``
+    (within the file's top-level ``max_workers``, the biggest nodes first) times the trials per node
+    (its GPUs / GPUs per trial, or CPUs / CPUs per trial); without one, the trials that fit the
+    cluster now. Ray 2.60 keeps one trial pending for a custom searcher unless this is the concurrency
+    limit, and the autoscaler only starts nodes for pending trials: GPU nodes would come up one by one."""
+    def per_node(resources: dict[str, float]) -> int:
+        fits = [resources.get("CPU", 0) // cpus if cpus else math.inf,
+                resources.get("GPU", 0) // gpus if gpus else math.inf]
+        return int(min(fits)) if min(fits) < math.inf else 1
+
+    if cluster_config is None:
+        return max(1, per_node(have))
+    types = cluster_config["available_node_types"]
+    head = cluster_config.get("head_node_type")
+    nodes = sorted(((per_node(t.get("resources", {})), t.get("max_workers", 0)) for n, t in types.items()
+                    if n != head), reverse=True)
+    total = per_node(types[head].get("resources", {})) if head in types else 0
+    room = cluster_config.get("max_workers", sum(n for _, n in nodes))
+    for slots, n in nodes:
+        total += slots * min(n, room)
+        room -= min(n, room)
+    return max(1, total)
+
+
+def shipped_store(store, space: SearchSpace, dtype: str):
+    """The store as it goes into Ray's object store: C-contiguous, in the trials' ``data.store_dtype`` when
+    every trial has the same one (float16 halves what each node holds), else float32. A trial's
+    ``to_torch`` then shares the node's copy instead of making its own (it copies to change the dtype or
+    to make the frames contiguous)."""
+    import dataclasses as dc
+
+    import numpy as np
+
+    shared = store.shareable()
+    searched = "data.store_dtype" in space.params or any("data.store_dtype" in v for v in space.variants.values())
+    target = "float32" if searched else dtype
+    return dc.replace(shared, splits={n: dc.replace(s, frames=np.ascontiguousarray(s.frames, dtype=target))
+                                      for n, s in shared.splits.items()})
+
+
+def console(space: SearchSpace, verbose: bool):
+    """Ray's reporter with a compact table: trial, status, epoch, kNN and the sampled parameters, and a
+    "best trial" line with those parameters only (Ray's default prints the whole config dict at every
+    update). ``--verbose``: Ray's default."""
+    if verbose:
+        return None
+    from ray.tune import CLIReporter
+
+    keys = list(space.params) + sorted({k for v in space.variants.values() for k in v})
+    if space.candidates:
+        keys.append("views.ops")
+    columns = {f"run_config/{k.replace('.', '/')}": k.rsplit(".", 1)[-1] for k in keys}
+    return CLIReporter(metric_columns={"epoch": "epoch", "knn_acc": "kNN"}, parameter_columns=columns,
+                       max_progress_rows=20, max_report_frequency=30, sort_by_metric=True)
 
 
 def with_asha(space: SearchSpace, grace_period: int | None, reduction_factor: float | None) -> SearchSpace:
@@ -153,27 +273,31 @@ def trial_resources(args: argparse.Namespace, space: SearchSpace, cluster: dict[
     return cpus, gpus
 
 
-def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, overrides: dict, base_cfg, num_samples: int) -> int:
+def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict, base_cfg, truth: Truth | None,
+        cluster_config: dict | None) -> int:
+    """The search, with this driver holding the experiment's lock. Everything that can refuse to run
+    (an unusable snapshot, the data, trial resources) comes before search.json is written."""
     import ray
     from ray import tune
 
     from uclser_tune.data.store import open_store
     from uclser_tune.search import results
+    from uclser_tune.search.searcher import StudySearch
     from uclser_tune.search.state import StateError, prepare_resume
-    from uclser_tune.search.trainable import run_trial
+    from uclser_tune.search.trainable import run_trial, surrogate_trial
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # Ray's experiment snapshot: at most 5 s stale
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
-    storage = args.storage_url or "journal:optuna.journal"
+    StudySearch.experiment_dir = exp_dir
     resume = tune.Tuner.can_restore(str(exp_dir))
     try:
         if resume:
             for note in prepare_resume(exp_dir):
                 print(f"warning: {note}", file=sys.stderr)
         elif (exp_dir / results.META_FILE).exists():
-            n = len(results.open_study(exp_dir, {"study_name": exp_dir.name, "storage": storage}).trials)
+            n = len(results.open_study(exp_dir, meta).trials)
             if n:
                 raise StateError(f"{exp_dir}: the Optuna study has {n} trials but Ray saved no experiment state "
                                  f"to resume them (killed at start-up?); use another --name to start a new experiment")
@@ -182,21 +306,19 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, overrides: 
         return 2
     except KeyError:  # no study of that name yet: nothing to resume
         pass
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides, "storage": storage,
-            "study_name": exp_dir.name, "sampler_seed": args.seed, "num_samples": num_samples, "asha": space.asha,
-            "versions": versions()}
-    tmp = exp_dir / f".{results.META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(exp_dir / results.META_FILE)  # atomic: a kill never leaves a truncated search.json
 
-    print(f"data: {base_cfg.data.root} ({base_cfg.data.synth_size if base_cfg.data.root == 'synthetic' else ''})",
-          file=sys.stderr)
-    store = open_store(base_cfg.data)
+    if truth is None:
+        print(f"data: {base_cfg.data.root} ({base_cfg.data.synth_size if base_cfg.data.root == 'synthetic' else ''})",
+              file=sys.stderr)
+        store = open_store(base_cfg.data)
+        trial_fn = tune.with_parameters(run_trial, store=shipped_store(store, space, base_cfg.data.store_dtype))
+    else:
+        print(f"surrogate: scores planted by {truth.path}, no training", file=sys.stderr)
+        trial_fn = tune.with_parameters(surrogate_trial, truth=truth)
     init = {"address": args.address} if args.address else {}
     if args.node_ip_address:
         init["_node_ip_address"] = args.node_ip_address
-    ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False, **init)
+    ray.init(include_dashboard=False, log_to_driver=args.verbose, configure_logging=False, **init)
     try:
         cpus, gpus = trial_resources(args, space, ray.cluster_resources())
     except SpaceError as err:
@@ -204,14 +326,17 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, overrides: 
         ray.shutdown()
         return 2
     max_concurrent = args.max_concurrent or space.trials.get("max_concurrent")
+    if args.address and not max_concurrent:
+        max_concurrent = scale_out_trials(cluster_config, cpus, gpus, ray.cluster_resources())
+    write_meta(exp_dir, meta)
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, store=store.shareable()), {"cpu": cpus, "gpu": gpus})
+    trainable = tune.with_resources(trial_fn, {"cpu": cpus, "gpu": gpus})
     if resume:
         print(f"resuming experiment {exp_dir}", file=sys.stderr)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
     else:
-        tuner = tune.Tuner(trainable, run_config=run_config(exp_dir), tune_config=tune_config(
-            space, args, overrides, cpus, num_samples, max_concurrent, base_cfg.train.epochs, exp_dir, storage))
+        tuner = tune.Tuner(trainable, run_config=run_config(exp_dir, console(space, args.verbose)),
+                           tune_config=tune_config(space, args, meta, cpus, max_concurrent, base_cfg.train.epochs))
     tuner.fit()
     summary = results.write_results(exp_dir)
     table = results.trials_table(exp_dir)
@@ -226,25 +351,33 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, overrides: 
     return 0
 
 
-def tune_config(space: SearchSpace, args: argparse.Namespace, overrides: dict, cpus: float, num_samples: int,
-                max_concurrent: int | None, epochs: int, exp_dir: Path, storage: str):
+def write_meta(exp_dir: Path, meta: dict) -> None:
+    """search.json: what the experiment was started with, and the package versions."""
+    tmp = exp_dir / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps({**meta, "versions": versions()}, indent=1))
+    tmp.replace(exp_dir / META_FILE)  # atomic: a kill never leaves a truncated search.json
+
+
+def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: float, max_concurrent: int | None,
+                epochs: int):
     """A grid enqueues its cells (the first ``num_samples``, all by default) in the study and ends when none
     is left (Ray's sample count: unbounded, so a resume can re-run failed cells); TPE and random run
-    ``num_samples`` trials."""
+    ``num_samples`` trials. ``max_concurrent`` is also the number of trials Ray keeps pending for a custom
+    searcher (one without it), which is what the autoscaler sees as demand."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from uclser_tune.search import results
     from uclser_tune.search.searcher import StudySearch, StudySearchGenerator
 
-    trial_overrides = {**overrides, "train.num_threads": max(1, int(cpus))}
+    num_samples = meta["num_samples"]
+    trial_overrides = {**meta["overrides"], "train.num_threads": max(1, int(cpus))}
     sampler = (optuna.samplers.TPESampler(seed=args.seed) if space.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=args.seed))  # a grid's cells are all enqueued
     searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc",
-                           mode="max", sampler=sampler, storage=results.storage_from(storage, exp_dir),
-                           study_name=exp_dir.name, grid_cells=space.grid_cells()[:num_samples])
+                           mode="max", sampler=sampler, storage_url=meta["storage"], study_name=meta["study_name"],
+                           grid_cells=space.grid_cells()[:num_samples])
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.asha["grace_period"],
                                reduction_factor=space.asha["reduction_factor"])
                  if space.asha else FIFOScheduler())
@@ -254,7 +387,7 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, overrides: dict, c
         mode="max", trial_dirname_creator=trial_dirname, reuse_actors=REUSE_ACTORS)
 
 
-def run_config(exp_dir: Path):
+def run_config(exp_dir: Path, reporter=None):
     """Checkpoints: the last two per trial. Ray's experiment snapshot can lag the newest checkpoint by one
     (it is written after the checkpoint is registered); keeping only one would delete the checkpoint a
     snapshot taken just before points to, and a resume after a kill would then fail to restore it."""
@@ -265,7 +398,7 @@ def run_config(exp_dir: Path):
         failure_config=tune.FailureConfig(max_failures=2),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="training_iteration",
                                                 checkpoint_score_order="max"),
-        verbose=1,
+        progress_reporter=reporter, verbose=1,
     )
 
 

@@ -1,7 +1,9 @@
-"""Running independent jobs as Ray tasks (retraining on a cluster): Ray stays in the search layer."""
+"""Ray on a cluster outside the search itself: independent jobs as Ray tasks (retraining), and the wait
+for the first GPU node of an autoscaling cluster. Ray stays in the search layer."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,3 +40,35 @@ def map_on_ray(fn: Callable[[Any, Any], Any], items: list[Any], shared: Any, *, 
             yield item, result, ip
     finally:
         ray.shutdown()
+
+
+class GpuProbe:
+    """Holds a GPU of a worker node until killed: its creation is the demand for a GPU node."""
+
+    def node(self) -> str:
+        import ray
+
+        return ray.util.get_node_ip_address()
+
+
+def wait_for_gpu_node(address: str, timeout_s: float) -> str:
+    """Bring up one GPU node and return its IP; exit with a message if none comes within ``timeout_s``.
+
+    The demand is a pending GPU actor owned by this driver, not ``ray.autoscaler.sdk.request_resources``:
+    the autoscaler sees it like a pending trial, it ends when the driver disconnects here (the node has
+    joined), and Ray removes it with its owner if the process dies (SIGKILL, a tmux hang-up). A
+    ``request_resources`` call stays in the autoscaler's state until withdrawn, so a killed driver
+    would leave a GPU node running with no end."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, configure_logging=False)
+    try:
+        probe = ray.remote(num_cpus=0, num_gpus=1)(GpuProbe).remote()
+        print("waiting for the autoscaler to start a GPU worker ...", file=sys.stderr)
+        ready, _ = ray.wait([probe.node.remote()], timeout=timeout_s)
+        if not ready:
+            sys.exit(f"no GPU node after {timeout_s:.0f} s: see `ray exec cluster/gpu.yaml 'ray status'`, "
+                     "/tmp/ray/session_latest/logs/monitor.* on the head and your EC2 GPU quota")
+        return ray.get(ready[0])
+    finally:
+        ray.shutdown()  # ends this driver's job, and with it the probe actor

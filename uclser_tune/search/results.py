@@ -21,7 +21,12 @@ META_FILE = "search.json"
 
 
 def open_study(exp_dir: Path, meta: dict[str, Any]) -> optuna.Study:
-    return optuna.load_study(study_name=meta["study_name"], storage=storage_from(meta["storage"], exp_dir))
+    """The experiment's study, for reading; KeyError (as optuna's) when there is none yet. A missing
+    journal file is not opened: Optuna's journal backend would create it, and a reader writes nothing."""
+    url = meta["storage"]
+    if url.startswith("journal:") and not (exp_dir / url.removeprefix("journal:")).exists():
+        raise KeyError(f"{exp_dir}: no Optuna study yet (no {url.removeprefix('journal:')})")
+    return optuna.load_study(study_name=meta["study_name"], storage=storage_from(url, exp_dir))
 
 
 def storage_from(url: str, exp_dir: Path) -> optuna.storages.BaseStorage:

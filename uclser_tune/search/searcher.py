@@ -11,17 +11,28 @@ Grids: Optuna's GridSampler calls ``study.stop()`` once the grid is used up, whi
 ``study.optimize`` and so errors the last trial. Instead every cell is enqueued once in a fresh study,
 the searcher reports FINISHED when none is waiting, and on restore the cells left without a live or
 finished-OK trial (FAIL, or closed FAIL above) are enqueued again, so a resumed grid completes.
+
+Moved experiments: Ray pickles the searcher, and OptunaSearch's pickle holds its study and storage, so
+the journal would stay named by the absolute path it had when the search began and a copied experiment
+would write into the original's study. Here the snapshot holds no storage; ``restore`` re-opens the
+study from the storage URL (``journal:<file>`` is relative) in the experiment dir the driver names.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import pickle
+from pathlib import Path
+from typing import Any, ClassVar
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from uclser_tune.search.results import storage_from
+
+LIVE = ("_storage", "_ot_study", "_ot_trials")  # re-opened on restore, never pickled
 DONE_OR_LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -42,9 +53,15 @@ class StudySearchGenerator(SearchGenerator):
 
 
 class StudySearch(OptunaSearch):
-    def __init__(self, *args: Any, grid_cells: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+    # The experiment this driver runs. Ray restores the searcher from pickles written by the first
+    # driver (tuner.pkl, searcher-state-*.pkl), which cannot know where the experiment lives now.
+    experiment_dir: ClassVar[Path]
+
+    def __init__(self, *args: Any, storage_url: str, grid_cells: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> None:
+        self._storage_url = storage_url
         self._grid_cells = grid_cells or []
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, storage=storage_from(storage_url, self.experiment_dir), **kwargs)
 
     def _setup_study(self, mode: str) -> None:
         super()._setup_study(mode)
@@ -85,8 +102,20 @@ class StudySearch(OptunaSearch):
         else:
             self._ot_study.tell(ot_trial, value, state=TrialState.COMPLETE)
 
+    def save(self, checkpoint_path: str) -> None:
+        state = {k: v for k, v in self.__dict__.items() if k not in LIVE}
+        state["_ot_trial_ids"] = {tid: t._trial_id for tid, t in self._ot_trials.items()}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
     def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        ids = state.pop("_ot_trial_ids")
+        self.__dict__.update(state)
+        self._storage = storage_from(self._storage_url, self.experiment_dir)
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
+        self._ot_trials = {tid: optuna.Trial(self._ot_study, ot_id) for tid, ot_id in ids.items()}
         known = {t._trial_id for t in self._ot_trials.values()}
         # WAITING trials are enqueued grid cells nobody has started: they stay in the queue
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -64,6 +64,8 @@ def parse_dist(spec: Any, where: str) -> Dist:
         raise SpaceError(f"{where}: a distribution needs exactly one of float, int, categorical (and optionally "
                          f"log, when); got keys {sorted(spec)}")
     kind, value, when = kinds[0], spec[kinds[0]], spec.get("when")
+    if when is not None and not isinstance(when, str):
+        raise SpaceError(f"{where}.when: got {when!r}; expected the dotted name of a true/false key")
     if kind == "categorical":
         if not isinstance(value, list) or not value:
             raise SpaceError(f"{where}: categorical needs a non-empty list of choices")
@@ -241,6 +243,14 @@ def _numbers(section: Any, name: str, allowed: dict[str, tuple[Any, type, float]
     return out
 
 
+def _mapping(section: dict[str, Any], key: str, what: str, prefix: str = "") -> dict[str, Any]:
+    """``section[key]`` as a mapping (empty when absent); a list or a scalar there is an error naming the key."""
+    value = section.get(key) or {}
+    if not isinstance(value, dict):
+        raise SpaceError(f"{prefix}{key}: expected a mapping {what}; got {type(value).__name__} {value!r}")
+    return value
+
+
 def _when_order(params: dict[str, Dist]) -> dict[str, Dist]:
     """Params in an order where every ``when:`` key is sampled before the params it gates (the file's
     order otherwise), so a condition never depends on where a param is listed; cycles are rejected."""
@@ -261,8 +271,8 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise SpaceError(f"unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(sorted(TOP_KEYS))}")
-    base = _flatten(raw.get("base") or {})
-    params = {k: parse_dist(v, f"params.{k}") for k, v in (raw.get("params") or {}).items()}
+    base = _flatten(_mapping(raw, "base", "dotted or nested config keys → values"))
+    params = {k: parse_dist(v, f"params.{k}") for k, v in _mapping(raw, "params", "key → distribution").items()}
     for key in params:
         if key in base:
             raise SpaceError(f"params.{key}: also fixed in base; set it in one place")
@@ -304,7 +314,7 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
         else:
             raise SpaceError(f"ops.use: expected 'search', 'all' or a mapping op → true/false/search; got {use_raw!r}")
     magnitudes: dict[str, dict[str, Dist]] = {}
-    for op, spec in (ops.get("magnitudes") or {}).items():
+    for op, spec in _mapping(ops, "magnitudes", "op → {parameter: distribution}", "ops.").items():
         if op not in candidates:
             raise SpaceError(f"ops.magnitudes.{op}: not among ops.candidates ({', '.join(candidates)})")
         if not isinstance(spec, dict):

@@ -1,0 +1,149 @@
+"""Autoscaling, tested here with the test as the autoscaler.
+
+Ray's fake multi-node provider cannot be kept on loopback: it starts its nodes with the IP address
+Ray derives from the outside interface. So the cluster is ``cluster/local_cluster.py`` (head without
+CPUs or GPUs on 127.0.0.2) and the test does the autoscaler's job from the same information the real
+one reads: the GCS's cluster status (``ray.autoscaler.v2.sdk.get_cluster_status``: pending task,
+actor and placement-group demand, ``request_resources`` constraints, idle nodes). When GPUs are
+demanded it adds worker nodes with a GPU resource (``ray start --num-gpus 1``, no GPU needed).
+
+Checked: ``wait_for_gpu_node`` (what ``cluster/submit_search.py`` runs first) demands one GPU node, withdraws the demand once the
+node has joined, and a SIGKILLed submit leaves no standing request; a search with ``--address`` and
+a launcher config keeps max_workers × trials-per-node trials pending (so the demand asks for every
+node at once), runs on the GPU workers that come up, and leaves them idle with no demand."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "cluster"))
+from local_cluster import HEAD_IP, LocalCluster, free_port, namespaces_work
+
+from uclser_tune.search.__main__ import SMOKE, scale_out_trials
+
+pytestmark = pytest.mark.slow
+
+# What the autoscaler reads: GPUs demanded (pending tasks/actors, placement groups, request_resources)
+# and the idle nodes. Printed as JSON by a process next to the nodes.
+STATUS = """
+import json, os
+from ray.autoscaler.v2.sdk import get_cluster_status
+s = get_cluster_status(os.environ["RAY_ADDRESS"])
+d = s.resource_demands
+demands = list(d.ray_task_actor_demand) + list(d.placement_group_demand) + list(d.cluster_constraint_demand)
+print(json.dumps({
+    "gpu_demand": sum(b.bundle.get("GPU", 0) * b.count for x in demands for b in x.bundles_by_count),
+    "constraints": len(d.cluster_constraint_demand),
+    "idle": sorted(n.ip_address for n in s.idle_nodes),
+    "active": sorted(n.ip_address for n in s.active_nodes)}))
+"""
+
+
+def status(c: LocalCluster) -> dict:
+    out = subprocess.run([*c.enter, sys.executable, "-c", STATUS], env=c.driver_env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wait_for(c: LocalCluster, ok, what: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = status(c)
+        if ok(s):
+            return s
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; last status {s}"
+
+
+def submit_probe(c: LocalCluster) -> subprocess.Popen:
+    code = "from uclser_tune.search.remote import wait_for_gpu_node; print('joined', wait_for_gpu_node('auto', 300))"
+    return subprocess.Popen([*c.enter, sys.executable, "-c", code], cwd=ROOT, env=c.driver_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_store):
+    isolate = namespaces_work()
+    c = LocalCluster(workers=0, port=6590 if isolate else free_port(), isolate=isolate)
+    with c:
+        yield c
+    shutil.rmtree(c.root, ignore_errors=True)
+
+
+def test_gpu_yaml_keeps_every_gpu_node_it_may_start_pending():
+    config = yaml.safe_load((ROOT / "cluster" / "gpu.yaml").read_text())
+    workers = config["available_node_types"]["gpu_worker"]
+    assert workers["resources"]["GPU"] == 1 and config["max_workers"] == workers["max_workers"] == 8
+    assert scale_out_trials(config, cpus=2, gpus=0.5, have={}) == 8 * 2  # two trials per GPU node
+    assert scale_out_trials(config, cpus=2, gpus=1, have={}) == 8
+    assert scale_out_trials(config, cpus=8, gpus=0.25, have={}) == 8  # CPUs bound: 8 per node, 1 trial
+    capped = {**config, "max_workers": 3}
+    assert scale_out_trials(capped, cpus=1, gpus=1, have={}) == 3
+    assert scale_out_trials(None, cpus=1, gpus=0.5, have={"CPU": 4, "GPU": 1}) == 2  # no launcher config
+
+
+def test_a_killed_submit_leaves_no_gpu_request(cluster):
+    probe = submit_probe(cluster)
+    try:
+        wait_for(cluster, lambda s: s["gpu_demand"] == 1, "the submit script's GPU demand")
+    finally:
+        os.killpg(probe.pid, signal.SIGKILL)
+        probe.wait()
+    s = wait_for(cluster, lambda s: s["gpu_demand"] == 0, "the demand to go with the killed driver")
+    assert s["constraints"] == 0
+
+
+def test_the_gpu_request_is_withdrawn_once_a_gpu_node_joined(cluster):
+    probe = submit_probe(cluster)
+    try:
+        wait_for(cluster, lambda s: s["gpu_demand"] == 1, "the submit script's GPU demand")
+        node = cluster.add_worker("--num-gpus", "1")  # what the autoscaler does for that demand
+        out, _ = probe.communicate(timeout=120)
+    finally:
+        if probe.poll() is None:
+            os.killpg(probe.pid, signal.SIGKILL)
+    assert probe.returncode == 0 and f"joined {node.ip}" in out, out
+    s = wait_for(cluster, lambda s: s["gpu_demand"] == 0 and node.ip in s["idle"], "an idle GPU node, no demand")
+    assert s["constraints"] == 0
+
+
+def test_a_search_scales_out_on_gpu_workers_and_leaves_them_idle(cluster, tmp_path):
+    """The launcher config allows 2 GPU nodes more (1 CPU, 1 GPU each): the search keeps 2 trials pending,
+    so 2 GPUs are demanded before any node exists for them; the test starts them, the trials run there."""
+    launcher = {"max_workers": 2, "head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0}, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 1, "GPU": 1}, "max_workers": 2}}}
+    (tmp_path / "launcher.yaml").write_text(yaml.safe_dump(launcher))
+    runs = tmp_path / "runs"
+    cmd = [*cluster.enter, sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "gpu",
+           "--address", "auto", "--node-ip-address", HEAD_IP, "--storage-path", str(runs),
+           "--cluster-config", str(tmp_path / "launcher.yaml"), "--gpus-per-trial", "1", "--cpus-per-trial", "1",
+           "--num-samples", "3", "--max-epochs", "1", *[f"--set={k}={v}" for k, v in SMOKE.items()]]
+    busy = {ip for ip in status(cluster)["idle"] if ip != HEAD_IP}  # GPU nodes of earlier tests serve too
+    search = subprocess.Popen(cmd, cwd=ROOT, env=cluster.driver_env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(cluster, lambda s: s["gpu_demand"] >= 2 - len(busy), "2 GPU trials pending", timeout=240)
+        added = [cluster.add_worker("--num-gpus", "1") for _ in range(2 - len(busy))]
+        out, _ = search.communicate(timeout=400)
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+    assert search.returncode == 0, out[-4000:]
+    table = pd.read_parquet(runs / "gpu" / "trials.parquet")
+    assert len(table) == 3 and set(table.status) <= {"COMPLETE", "PRUNED"}
+    gpu_nodes = {n.ip for n in added} | busy
+    assert set(table.node_ip) <= gpu_nodes  # the head has no CPU: every trial ran on a GPU worker
+    wait_for(cluster, lambda s: s["gpu_demand"] == 0 and gpu_nodes <= set(s["idle"]), "idle GPU nodes, no demand")
+

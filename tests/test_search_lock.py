@@ -1,0 +1,100 @@
+"""One driver per experiment, with two real drivers: the second is refused at once (exit 2, naming the
+first one's host and pid) while the first runs trials, and the first finishes with a clean study.
+A moved experiment resumes from its new place (the journal is found relative to the experiment dir).
+The store goes into the object store in the trials' dtype. Ray runs on 127.0.0.2 and 127.0.0.3."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from uclser_tune.search.__main__ import shipped_store
+from uclser_tune.search.lock import LOCK_FILE
+from uclser_tune.search.results import META_FILE, open_study
+from uclser_tune.search.spaces import load_space
+
+pytestmark = pytest.mark.slow
+
+
+def driver(runs, ip: str) -> list[str]:
+    return [sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--smoke", "--name", "shared",
+            "--num-samples", "3", "--max-epochs", "2", "--storage-path", str(runs), "--node-ip-address", ip]
+
+
+@pytest.fixture(scope="module")
+def two_drivers(tmp_path_factory, tiny_store):
+    """Driver A runs the search; once a trial of A has reported, driver B runs the same command."""
+    runs = tmp_path_factory.mktemp("lock") / "runs"
+    exp = runs / "shared"
+    first = subprocess.Popen(driver(runs, "127.0.0.2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.stat().st_size for p in exp.glob("trial_*/result.json")):
+            assert first.poll() is None and time.monotonic() < deadline, "driver A ended or no trial reported"
+            time.sleep(0.2)
+        began = time.monotonic()
+        second = subprocess.run(driver(runs, "127.0.0.3"), capture_output=True, text=True, timeout=120, check=False)
+        second_s = time.monotonic() - began
+        held_by = (exp / LOCK_FILE).read_text().strip()
+        out, _ = first.communicate(timeout=400)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    return {"runs": runs, "exp": exp, "first": first, "first_out": out, "second": second, "second_s": second_s,
+            "held_by": held_by}
+
+
+def test_the_second_driver_is_refused_at_once(two_drivers):
+    second, first = two_drivers["second"], two_drivers["first"]
+    assert two_drivers["held_by"] == f"host {platform.node()} pid {first.pid}"
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert second.stderr.count("error:") == 1 and "Traceback" not in second.stderr
+    assert f"in use by another search driver (host {platform.node()} pid {first.pid})" in second.stderr
+    assert two_drivers["second_s"] < 30  # no Ray, no data: it stops at the lock
+
+
+def test_the_first_driver_finishes_with_a_clean_study(two_drivers):
+    exp = two_drivers["exp"]
+    assert two_drivers["first"].returncode == 0, two_drivers["first_out"][-4000:]
+    table = pd.read_parquet(exp / "trials.parquet")
+    assert len(table) == 3 and set(table.status) <= {"COMPLETE", "PRUNED"}
+    states = {t.state for t in open_study(exp, json.loads((exp / META_FILE).read_text())).trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}, states  # none FAILed by B
+
+
+def test_a_moved_experiment_resumes_into_its_own_study(two_drivers):
+    """Ray's pickled searcher would name the journal at the old place, which no longer exists."""
+    moved = two_drivers["runs"].parent / "elsewhere"
+    shutil.move(two_drivers["runs"], moved)
+    out = subprocess.run(driver(moved, "127.0.0.2"), capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0 and "resuming experiment" in out.stderr, out.stderr[-4000:]
+    assert not two_drivers["runs"].exists()
+    assert len(pd.read_parquet(moved / "shared" / "trials.parquet")) == 3
+
+
+def test_a_float16_store_travels_as_float16(tiny_store):
+    space = load_space("smoke.yaml")
+    shipped = shipped_store(tiny_store, space, "float16")
+    for name, split in shipped.splits.items():
+        assert split.frames.dtype == np.float16
+        assert split.frames.nbytes * 2 == tiny_store.splits[name].frames.nbytes
+    for dtype, torch_dtype in (("float16", torch.float16), ("float32", torch.float32)):
+        val = shipped_store(tiny_store, space, dtype).splits["val"]
+        clips = val.to_torch(dtype=torch_dtype)  # what a trial does with it: no copy of its own
+        assert clips.frames.dtype == torch_dtype and clips.frames.data_ptr() == val.frames.ctypes.data
+    searched = space.__class__(**{**space.__dict__, "variants": {"a": {"data.store_dtype": "float32"}}})
+    assert shipped_store(tiny_store, searched, "float16").splits["val"].frames.dtype == np.float32
