@@ -13,8 +13,12 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from uclser_tune.views.pipeline import ViewParams
 
 T, F = 101, 96
 
@@ -94,6 +98,17 @@ def draw_views(lengths: np.ndarray, index: int, rs: np.random.RandomState, rnd: 
         noise = rs.normal(0, rs.uniform(0, sigma_max), (patch, F))
         views.append(RefView(s, j, sb, lam, crop, c, noise))
     return views[0], views[1]
+
+
+def view_of(params: ViewParams, row: int) -> RefView:
+    """The reference's description of view ``row`` of the batched pipeline's own draws
+    (``ViewPipeline.sample`` of the default chain: mix-back, RRC, compression, noise), so that the
+    reference can render exactly what the pipeline rendered."""
+    rrc, comp, noise = params.ops
+    return RefView(
+        start=int(params.starts[row]), bg_clip=int(params.bg_clips[row]), bg_start=int(params.bg_starts[row]),
+        lam=float(params.lam[row]), crop=tuple(int(rrc[k][row]) for k in ("top", "left", "height", "width")),
+        c=float(comp["c"][row]), noise=float(noise["sigma"][row]) * noise["noise"][row].double().cpu().numpy())
 
 
 def render_view(frames: np.ndarray, offsets: np.ndarray, index: int, v: RefView, mean: float, std: float,
