@@ -309,8 +309,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 def render(results: dict[str, Any], env: dict[str, Any]) -> str:
     lines = ["# Device check", "", " · ".join(f"{k}: {v}" for k, v in env.items()), ""]
     if env["device"] == "cpu":
-        lines += ["CPU run: these are the checks a GPU run makes, at the sizes chosen; the numbers are "
-                  "not GPU numbers.", ""]
+        lines += ["CPU run: the checks a GPU run makes, at the sizes chosen; these are not GPU numbers.", ""]
     for name, what in CHECKS.items():
         r = results.get(name, {"skipped": True})
         status = "skipped" if r.get("skipped") else "error" if "error" in r else "pass" if r.get("ok") else "FAIL"

@@ -17,7 +17,7 @@ def test_quick_cpu_run_passes_and_names_every_gpu_measurement(tiny_store, tmp_pa
     out = tmp_path / "dc"
     run = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--quick", "--device", "cpu",
                           "--store", str(tiny_store.path), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
+                         check=False, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "device_check.json").read_text())["results"]
     report = (out / "device_check.md").read_text()
@@ -32,5 +32,6 @@ def test_quick_cpu_run_passes_and_names_every_gpu_measurement(tiny_store, tmp_pa
 
 def test_refuses_a_missing_store_before_writing(tmp_path):
     run = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--device", "cpu", "--store",
-                          str(tmp_path / "nope"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+                          str(tmp_path / "nope"), "--out", str(tmp_path / "o")], check=False, capture_output=True,
+                         text=True)
     assert run.returncode == 2 and run.stderr.startswith("error: --store") and not (tmp_path / "o").exists()
