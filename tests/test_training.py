@@ -1,12 +1,14 @@
 """Pre-training loop: each SGD step against a reference, learning on a tiny set, resume gives the same
 next epoch, non-finite loss stops cleanly, the CLI's checkpoints, Ctrl-C and resume."""
 
+import dataclasses
 import importlib
 import os
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,6 +135,21 @@ def test_resume_gives_the_same_next_epoch(tiny_store, tmp_path):
     assert [m["knn_acc"] for m in resumed.history] == [m["knn_acc"] for m in full.history]
     for key, value in full.state["model"].items():
         assert torch.equal(value, resumed.state["model"][key]), key
+
+
+def test_a_float16_store_trains_as_float32_frames_rounded_to_float16(tiny_store):
+    """store_dtype float16 only rounds the resident frames: the views and the model compute in float32,
+    so the run equals a float32 run on the rounded frames, and differs from one on the exact frames."""
+    cfg = small_cfg(train={"epochs": 2})
+    half = pretrain(cfg.replace({"data.store_dtype": "float16"}), tiny_store)
+    rounded = dataclasses.replace(tiny_store, splits={
+        name: dataclasses.replace(split, frames=np.asarray(split.frames).astype(np.float16).astype(np.float32))
+        for name, split in tiny_store.splits.items()})
+    same = pretrain(cfg, rounded)
+    assert [(m["loss"], m["knn_acc"]) for m in half.history] == [(m["loss"], m["knn_acc"]) for m in same.history]
+    assert all(torch.equal(v, same.state["model"][k]) for k, v in half.state["model"].items())
+    exact = pretrain(cfg, tiny_store)
+    assert [m["loss"] for m in exact.history] != [m["loss"] for m in half.history]
 
 
 def test_history_metrics_and_schedule(tiny_store):
