@@ -398,3 +398,32 @@ def test_unresumable_experiment_is_refused_with_a_reason(tmp_path, broken):
         (exp / "tuner.pkl").write_bytes(b"\x80")
     with pytest.raises(StateError, match="another --name"):
         prepare_resume(exp)
+
+
+def test_tpe_with_the_same_seed_proposes_the_same_trials(tmp_path, monkeypatch):
+    """The searcher the search CLI builds (tune_config: TPE seeded with --seed), fed the same results:
+    the same seed gives the same 14 configs (10 random start-up trials, then TPE's own), another seed not."""
+    from uclser_tune.search.searcher import StudySearch
+
+    space = load_space("smoke.yaml")
+    monkeypatch.setattr(StudySearch, "experiment_dir", tmp_path, raising=False)
+
+    def proposals(seed: int, run: str) -> list[dict]:
+        import argparse
+
+        from uclser_tune.search.__main__ import tune_config
+
+        meta = {"num_samples": 14, "overrides": {}, "storage": f"journal:{run}.journal", "study_name": run}
+        searcher = tune_config(space, argparse.Namespace(seed=seed), meta, 1, None, 4).search_alg.searcher
+        assert isinstance(searcher, StudySearch) and isinstance(searcher._sampler, optuna.samplers.TPESampler)
+        configs = []
+        for i in range(14):
+            config = searcher.suggest(f"t{i}")
+            configs.append(config)
+            knn = 1 / (1 + abs(config["run_config"]["train"]["tau"] - 0.2))  # a result that depends on the config
+            searcher.on_trial_complete(f"t{i}", {"knn_acc": knn, "training_iteration": 4})
+        return configs
+
+    first = proposals(7, "a")
+    assert proposals(7, "b") == first
+    assert proposals(8, "c") != first
