@@ -3,7 +3,6 @@ next epoch, non-finite loss stops cleanly, the CLI's checkpoints, Ctrl-C and res
 
 import dataclasses
 import importlib
-import os
 import signal
 import subprocess
 import sys
