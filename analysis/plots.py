@@ -91,7 +91,7 @@ def best_so_far(table: pd.DataFrame, path: Path) -> Path:
     """Best final kNN of the COMPLETE trials so far, against trial number and cumulative trial-epochs."""
     frame = table.sort_values("optuna_number").reset_index(drop=True)
     final = frame["last_knn"].where(frame["status"] == "COMPLETE")
-    frame = frame.assign(final=final, best=final.cummax(), trial_epochs=frame["epochs_run"].cumsum())
+    frame = frame.assign(final=final, best=final.cummax().ffill(), trial_epochs=frame["epochs_run"].cumsum())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
     for ax, x, xlabel in [(axes[0], "optuna_number", "trial number"),
                           (axes[1], "trial_epochs", "cumulative trial-epochs (compute spent)")]:
