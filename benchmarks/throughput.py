@@ -6,8 +6,8 @@ bf16 + channels_last, each as a ratio to fp32 measured in the same run, with eac
                                     [--configs fp32 bf16 bf16+cl] [--threads 2]
 
 The step is the one ``uclser_tune.training.pretrain`` runs, with the precision and memory layout resolved
-by the same ``training.runtime`` functions from ``train.precision`` / ``train.channels_last``; ``default``
-is the shipped config (``auto`` / ``auto``), and the line after each table says what it resolved to.
+by the same ``training.runtime`` functions from ``train.precision`` / ``train.channels_last``; the line
+after each encoder's rows says which of them the shipped config (``auto`` / ``auto``) runs as here.
 The configs of one encoder are interleaved step by step (warm-up steps first), so a load change on a
 shared machine hits them all alike; the load average before and after is printed with the table.
 """
@@ -37,7 +37,6 @@ CONFIGS = {  # name → train.* overrides
     "fp32+cl": {"precision": "fp32", "channels_last": "on"},
     "bf16": {"precision": "bf16", "channels_last": "off"},
     "bf16+cl": {"precision": "bf16", "channels_last": "on"},
-    "default": {},
 }
 
 
@@ -115,7 +114,7 @@ def measure(encoder: str, device: torch.device, configs: list[str], steps: int, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoders", nargs="+", default=["resnet18", "vgg_like", "crnn"])
-    ap.add_argument("--configs", nargs="+", default=["fp32", "bf16", "bf16+cl", "default"], choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=["fp32", "bf16", "bf16+cl"], choices=list(CONFIGS))
     ap.add_argument("--steps", type=int, default=5, help="timed steps per config (after 2 warm-up), interleaved")
     ap.add_argument("--gpu-steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=128)
@@ -143,8 +142,9 @@ def main() -> None:
                 print(f"| {encoder} | {name[device.type]} | {cfg_name} | {r['runs_as']} | {r['clips_per_s']:,.1f} | "
                       f"{r['seconds'] * 1e3:,.0f} | {r['clips_per_s'] / res['fp32']['clips_per_s']:.2f}× | "
                       f"{shares} |", flush=True)
-            print(f"<!-- {encoder} on {device.type}: load average {load:.2f} before, {os.getloadavg()[0]:.2f} "
-                  f"after -->", flush=True)
+            default = config_from_dict({"model": {"encoder": encoder}, "train": {"device": device.type}})
+            print(f"<!-- {encoder} on {device.type}: the default config runs as {resolved(default, device)}; load "
+                  f"average {load:.2f} before, {os.getloadavg()[0]:.2f} after -->", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@
 Runs the smoke search (``--space smoke.yaml --smoke``: tiny set, ResNet-18 at width 1/8, 3 batches per
 epoch, ASHA, 2 trials at a time, actors reused) into a temporary experiment and reads every trial's
 Ray results. As in the search notes: overhead per trial = (slots × span − Σ training) / trials, where
-span runs from the first trial's start (its ``params.json``) to the last one's end (its last
-``result.json`` write) and training = Σ of the epochs' ``epoch_seconds``; the same with the kNN
+span runs from the first trial's start to the last one's last report (``reported_at``) and training = Σ of the epochs' ``epoch_seconds``; the same with the kNN
 evaluations counted as work (``knn_seconds``). Then, inside trials: the first iteration's time beyond
 the epoch and kNN (start-up in the trial: store fetch, config, tensors, model build, first report),
 and the gap between one trial's end and the next trial's start on the same (reused) worker process.
@@ -25,13 +24,14 @@ from pathlib import Path
 
 
 def trial_rows(exp: Path) -> list[dict]:
-    """Per trial: its result rows, start (params.json written) and end (last result written)."""
+    """Per trial: its result rows, start (the first report's wall time less Ray's time for that first
+    iteration) and end (the last report's wall time)."""
     out = []
-    for params in sorted(exp.glob("trial_*/params.json")):
-        rows = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line.strip()]
+    for result in sorted(exp.glob("trial_*/result.json")):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         if rows:
-            out.append({"rows": rows, "start": params.stat().st_mtime,
-                        "end": (params.parent / "result.json").stat().st_mtime, "pid": rows[0]["pid"]})
+            out.append({"rows": rows, "start": rows[0]["reported_at"] - rows[0]["time_this_iter_s"],
+                        "end": rows[-1]["reported_at"], "pid": rows[0]["pid"]})
     return out
 
 

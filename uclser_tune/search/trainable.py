@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
             save_checkpoint(state, d)
             tune.report({**metrics, **host, "uss_mb": process.memory_full_info().uss / 1e6,
                          "max_epochs": cfg.train.epochs,
-                         "resumed_from": resume["epoch"] if resume else 0},
+                         "resumed_from": resume["epoch"] if resume else 0,
+                         "reported_at": time.time()},  # Ray's 'timestamp' is whole seconds
                         checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
