@@ -5,8 +5,14 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from benchmarks.search_efficiency import (Trial, iid_async_shares, milestones, reached_shares, replay_asha,
-                                          trial_epochs_to_target)
+from benchmarks.search_efficiency import (
+    Trial,
+    iid_async_shares,
+    milestones,
+    reached_shares,
+    replay_asha,
+    trial_epochs_to_target,
+)
 
 # epochs, max_epochs, final score, completion time: completion order B C A E D
 TRIALS = [Trial(1, 10, 0.90, 3.0),   # A: pruned at a high score, never counts as reaching
