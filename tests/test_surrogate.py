@@ -173,12 +173,19 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     storage = get_storage(str(exp / "optuna.journal"))
     (summary,) = storage.get_all_studies()
     assert summary.study_name == "s" and len(storage.get_all_trials(summary._study_id)) == 4
-    environ = {}
-    setup_testing_defaults(environ)
-    environ["PATH_INFO"] = "/api/studies"
-    status = []
-    body = b"".join(optuna_dashboard.wsgi(storage)(environ, lambda s, headers, *_: status.append(s)))
-    assert status == ["200 OK"] and json.loads(body)["studies"][0]["study_name"] == "s"
+    app = optuna_dashboard.wsgi(storage)
+
+    def get(path):
+        environ, status = {"PATH_INFO": path}, []
+        setup_testing_defaults(environ)
+        body = b"".join(app(environ, lambda s, headers, *_: status.append(s)))
+        assert status == ["200 OK"], (path, status)
+        return json.loads(body)
+
+    assert [s["study_name"] for s in get("/api/studies")["study_summaries"]] == ["s"]
+    trials = get(f"/api/studies/{summary._study_id}")["trials"]
+    assert sorted(t["number"] for t in trials) == sorted(table.optuna_number)
+    assert {t["state"] for t in trials} <= {"Complete", "Pruned"}
     # a resume with another truth is refused
     other = tmp_path / "other.yaml"
     other.write_text(TRUTH.replace("0.12", "0.2"))
