@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from uclser_tune.config import load_config
-from uclser_tune.search.results import META_FILE, open_study
+from uclser_tune.config import config_from_dict, load_config
+from uclser_tune.search.results import META_FILE, load_best_config, open_study
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,14 @@ def test_smoke_search_end_to_end(tmp_path, tiny_store):
         if row.status == "COMPLETE":
             assert frozen.value == pytest.approx(row.last_knn)
     assert {"param_train.tau", "param_use_rrc", "knn_e1", "best_knn", "wall_s", "config_yaml"} <= set(table.columns)
+    # best_config.yaml is the COMPLETE trial with the highest final kNN, found here from the study alone
+    complete = [t for t in study.values() if t.state.name == "COMPLETE"]
+    winner = max(complete, key=lambda t: t.value)
+    row = table[table.optuna_number == winner.number].iloc[0]
     best = load_config(exp / "best_config.yaml")
+    assert best.to_dict() == config_from_dict(yaml.safe_load(row.config_yaml)).to_dict()
+    assert best.to_dict() == load_best_config(exp).to_dict()
+    assert json.loads((exp / "best_trial.json").read_text())["optuna_number"] == winner.number
     assert best.train.epochs == 4 and best.data.synth_size == "tiny"
     assert "best config" in out.stdout and "top trials" in out.stdout
     for row in table.itertuples():  # the last two checkpoints are kept (the snapshot may point to either)
@@ -68,15 +75,21 @@ def test_sigkill_then_rerun_resumes_without_rerunning_trials(tmp_path, tiny_stor
     cmd = search(tmp_path, "--num-samples", "5", name="killed")
     exp = tmp_path / "runs" / "killed"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
+    deadline, done = time.time() + 300, []
+    while len(done) < 2 and time.time() < deadline and proc.poll() is None:  # state polled, not a fixed wait
         done = [p for p in exp.glob("trial_*/result.json") if p.read_text().count("\n") >= 2]
-        if len(done) >= 2:
-            break
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     proc.wait()
-    time.sleep(2)
+    assert len(done) >= 2, "no two trials reached epoch 2 before the search was killed"
+    while time.time() < deadline:  # until every process of the killed session is gone
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the killed search are still alive")
     # as if a later session had been killed while Ray copied its snapshot: an empty newest state file
     (exp / "experiment_state-9999-12-31_23-59-59.json").write_text("")
     out = run(cmd)
@@ -99,14 +112,17 @@ def test_non_finite_trial_fails_and_the_search_goes_on(tmp_path, tiny_store):
     path = tmp_path / "nan.yaml"
     path.write_text(yaml.safe_dump(space))
     exp = tmp_path / "runs" / "nan"
-    run(search(tmp_path, space=path, name="nan"))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"  # --storage-url: the study lives in this database
+    run(search(tmp_path, "--storage-url", url, space=path, name="nan"))
+    assert json.loads((exp / META_FILE).read_text())["storage"] == url and not (exp / "optuna.journal").exists()
+    assert len(optuna.load_study(study_name="nan", storage=url).trials) == 2
     table = pd.read_parquet(exp / "trials.parquet").set_index("param_variant")
     assert len(table) == 2 and table.loc["fine", "status"] == "COMPLETE"  # the grid ends cleanly, cells once
     assert table.loc["diverges", "status"] == "FAIL"
     assert "non-finite" in table.loc["diverges", "error"] and "tau=1e-40" in table.loc["diverges", "error"]
     assert not list(exp.glob("trial_*/error.txt"))  # no trial errored in Ray (GridSampler's stop() did)
     # a re-run resumes the grid: the FAILed cell runs again, the COMPLETE one does not
-    run(search(tmp_path, space=path, name="nan"))
+    run(search(tmp_path, "--storage-url", url, space=path, name="nan"))
     table = pd.read_parquet(exp / "trials.parquet")
     assert sorted(table.param_variant) == ["diverges", "diverges", "fine"]
     assert sorted(t.state.name for t in study_of(exp).trials) == ["COMPLETE", "FAIL", "FAIL"]
