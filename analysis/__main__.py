@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from analysis.load import AnalysisError
 from analysis.run import analyse
+from uclser_tune.search.results import ExperimentError, read_meta
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if Path(args.experiment_dir).is_dir():
+            read_meta(Path(args.experiment_dir))  # a damaged search.json is named before any work
         path = analyse(args.experiment_dir, args.out, progress=lambda line: print(line, file=sys.stderr))
-    except AnalysisError as err:
+    except (AnalysisError, ExperimentError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(path)

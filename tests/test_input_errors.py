@@ -90,6 +90,8 @@ CASES = [
     ("resume-other-num-samples", "search", [*OLD, "--num-samples", "9"], {}, ["old", "num_samples"]),
     ("resume-other-seed", "search", [*OLD, "--seed", "7"], {}, ["old", "sampler_seed"]),
     ("resume-other-asha", "search", [*OLD, "--reduction-factor", "4"], {}, ["old", "asha"]),
+    ("resume-damaged-meta", "search", ["--storage-path", "{in}", "--name", "x", "--space", "smoke.yaml"],
+     {"x/search.json": "{garbage"}, ["x/search.json", "unreadable"]),
     # train
     ("train-no-config-file", "train", ["--config", "{in}/absent.yaml", "--out", "{work}/t"], {}, ["absent.yaml"]),
     ("train-config-not-yaml", "train", ["--config", "{in}/c.yaml", "--out", "{work}/t"], {"c.yaml": "train: [1"},
@@ -118,9 +120,15 @@ CASES = [
     ("retrain-set-unclosed-list", "retrain", ["{runs}/old", "--set", "views.ops=[rrc", "--out", "{work}/r"], {},
      ["views.ops"]),
     ("retrain-no-complete-trial", "retrain", ["{runs}/old", "--out", "{work}/r"], {}, ["old", "no complete trial"]),
+    ("retrain-damaged-meta", "retrain", ["{in}/x", "--out", "{work}/r"], {"x/search.json": "{garbage"},
+     ["x/search.json", "unreadable"]),
     # analysis
     ("analysis-no-dir", "analysis", ["{in}/absent", "--out", "{work}/a"], {}, ["absent"]),
     ("analysis-not-experiment", "analysis", ["{in}", "--out", "{work}/a"], {}, ["search.json"]),
+    ("analysis-damaged-meta", "analysis", ["{in}/x", "--out", "{work}/a"], {"x/search.json": "{garbage"},
+     ["x/search.json", "unreadable"]),
+    ("analysis-incomplete-meta", "analysis", ["{in}/x", "--out", "{work}/a"], {"x/search.json": '{"space": "a"}'},
+     ["x/search.json", "space_digest"]),
 ]
 
 
@@ -136,6 +144,7 @@ def _write(inputs: Path, name: str, data) -> None:
     if data == "bad-csv":
         _write_fsd_with_bad_csv(inputs / name)
     else:
+        (inputs / name).parent.mkdir(parents=True, exist_ok=True)
         (inputs / name).write_text(data if isinstance(data, str) else yaml.safe_dump(data))
 
 
@@ -149,11 +158,12 @@ def started(monkeypatch, runs: Path, name: str) -> Path:
     return runs / name
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Size and mtime of everything under ``root``; the lock file's content (host and pid of the last
-    driver that took it) is rewritten by every driver, so only its presence counts."""
-    return {str(p.relative_to(root)): (-1, 0) if p.name == LOCK_FILE else
-            (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+def snapshot(root: Path) -> dict[str, tuple[int, int] | str]:
+    """Every file's size and mtime and every folder under ``root``, but the lock file of an existing
+    experiment dir: every driver takes it (and writes its host and pid into it) before it reads the
+    experiment."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "dir"
+            for p in sorted(root.rglob("*")) if p.name != LOCK_FILE}
 
 
 @pytest.mark.parametrize(("entry", "argv", "files", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

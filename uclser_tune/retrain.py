@@ -32,6 +32,7 @@ import pandas as pd
 
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
 from uclser_tune.data.fsd import DatasetError
+from uclser_tune.search.results import ExperimentError
 from uclser_tune.train import check_data
 from uclser_tune.training.downstream import CHECKPOINT_FILES, TASKS
 
@@ -76,9 +77,7 @@ def candidates(exp_dir: Path, top: int, with_default: bool) -> dict[str, RunConf
     """name → config: the top-K complete trials by last-epoch val kNN, then the paper's default."""
     from uclser_tune.search import results
 
-    meta_path = exp_dir / results.META_FILE
-    if not meta_path.exists():
-        raise ConfigError(f"{exp_dir}: not an experiment dir (no {results.META_FILE}); run a search first")
+    meta = results.read_meta(exp_dir)
     parquet = exp_dir / "trials.parquet"
     try:
         table = pd.read_parquet(parquet) if parquet.exists() else results.trials_table(exp_dir)
@@ -90,7 +89,7 @@ def candidates(exp_dir: Path, top: int, with_default: bool) -> dict[str, RunConf
     best = done.sort_values("last_knn", ascending=False).head(top)
     out = {f"trial_{int(r.optuna_number)}": config_from_dict(_yaml(r.config_yaml)) for r in best.itertuples()}
     if with_default:
-        out[DEFAULT] = default_config(exp_dir, json.loads(meta_path.read_text()), next(iter(out.values())))
+        out[DEFAULT] = default_config(exp_dir, meta, next(iter(out.values())))
     return out
 
 
@@ -317,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"({written}); re-run with the same options or choose another --out")
         for cfg in cands.values():
             check_data(cfg.data)
-    except (ConfigError, DatasetError) as err:
+    except (ConfigError, DatasetError, ExperimentError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

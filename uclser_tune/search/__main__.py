@@ -5,7 +5,9 @@ the val kNN balanced accuracy (``knn_acc``, max), every trial checkpoints every 
 dir (``--storage-path``/``--name``) holds Ray's state, the Optuna study (a journal file, or
 ``--storage-url``), ``trials.parquet``, ``best_config.yaml`` and TensorBoard logs. Re-running the same
 command after a crash or a kill resumes the same experiment and study: finished trials are not
-re-run, interrupted ones continue from their last checkpoint.
+re-run, interrupted ones continue from their last checkpoint. One driver runs an experiment at a
+time (``driver.lock``); every input is checked before the experiment dir is written, and a refusal
+is one ``error:`` line with exit status 2.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from uclser_tune.config import ConfigError, parse_overrides
 from uclser_tune.data.fsd import DatasetError
 from uclser_tune.search.lock import ExperimentLock, LockError
-from uclser_tune.search.results import META_FILE
+from uclser_tune.search.results import META_FILE, ExperimentError, read_meta
 from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
 from uclser_tune.search.state import StateError
 from uclser_tune.search.surrogate import Truth, TruthError, load_truth
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 if code == 2:  # refused: a dir this driver created goes again
                     lock.discard()
             return code
-    except (LockError, DatasetError, SpaceError, StateError) as err:
+    except (LockError, DatasetError, SpaceError, StateError, ExperimentError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -123,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 def check_resume(exp_dir: Path, meta: dict) -> None:
     """A resumed experiment must be re-run with what it was started with: Ray's restored experiment keeps
     its trial count, the restored searcher its seeded sampler and its study storage."""
-    meta_path = exp_dir / META_FILE
-    if not meta_path.exists():
+    if not (exp_dir / META_FILE).exists():
         return
-    old = json.loads(meta_path.read_text())
+    old = read_meta(exp_dir)
     if old["space_digest"] != meta["space_digest"]:
         raise StateError(f"{exp_dir} was started with another space file ({old['space']}, or it changed since); "
                          f"use another --name to start a new experiment")

@@ -18,6 +18,27 @@ import yaml
 from uclser_tune.config import OP_NAMES, RunConfig, config_from_dict
 
 META_FILE = "search.json"
+META_KEYS = ("space", "space_digest", "overrides", "storage", "study_name")
+
+
+class ExperimentError(ValueError):
+    """An experiment dir without a usable search.json; the message names the file and what is wrong."""
+
+
+def read_meta(exp_dir: Path) -> dict[str, Any]:
+    """The experiment's search.json, checked: retraining, the analysis and a resume all start from it."""
+    path = exp_dir / META_FILE
+    if not path.exists():
+        raise ExperimentError(f"{exp_dir}: not an experiment dir (no {META_FILE}); run a search first")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ExperimentError(f"{path}: unreadable ({err}); it is written by the search, not by hand") from None
+    missing = [k for k in META_KEYS if k not in meta] if isinstance(meta, dict) else list(META_KEYS)
+    if missing:
+        raise ExperimentError(f"{path}: {missing[0]}: missing; expected the keys {', '.join(META_KEYS)} "
+                              f"that the search writes")
+    return meta
 
 
 def open_study(exp_dir: Path, meta: dict[str, Any]) -> optuna.Study:
@@ -63,7 +84,7 @@ def trials_table(exp_dir: str | Path) -> pd.DataFrame:
     """One row per trial: status (from the study), sampled params (``param_*``), the effective config
     summary, kNN per reported epoch (``knn_e<n>``), best/last kNN, epochs run, wall time, node."""
     exp_dir = Path(exp_dir)
-    meta = json.loads((exp_dir / META_FILE).read_text())
+    meta = read_meta(exp_dir)
     study = {t.number: t for t in open_study(exp_dir, meta).get_trials(deepcopy=False)}
     rows = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
