@@ -36,6 +36,7 @@ import functools
 import json
 import math
 import queue
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ SPACE = Path("search_spaces/augs.yaml")
 TRUTH = Path("search_spaces/truths/augs_mixback.yaml")
 TOLERANCE = 0.01
 ATTEMPTS = 3
+SURVIVAL_TRIALS = 100  # trials of each --survival search (run to the end)
+POLL_S = 15  # seconds between looks at a running search
 METHODS = {"tpe_asha": ("tpe", True), "random_full": ("random", False), "tpe_full": ("tpe", False)}
 SURVIVAL_METHODS = {"random_asha": ("random", True)}
 SMALL = ["--data", "synthetic", "--set", "data.synth_size=small", "--set", "model.width=0.125",
@@ -77,7 +80,7 @@ class Protocol:
 # small: what fits the 2-core CPU (4 epochs, rungs 1, 2, 4), one seed
 PROTOCOLS = {
     "surrogate": Protocol(10, 1, 3.0, 200, 300, (0, 1, 2, 3, 4), 2, 1.0, ("--surrogate", str(TRUTH))),
-    "small": Protocol(4, 1, 2.0, 6, 12, (0,), 2, 1.0, tuple(SMALL)),
+    "small": Protocol(4, 1, 2.0, 4, 12, (0,), 2, 1.0, tuple(SMALL)),
 }
 
 
@@ -134,6 +137,11 @@ def reached_shares(epochs_run: Sequence[int], rungs: Sequence[int]) -> list[floa
     return [sum(e >= r for e in epochs_run) / len(epochs_run) for r in rungs]
 
 
+def epochs_per_trial(shares: Sequence[float], rungs: Sequence[int]) -> float:
+    """Mean epochs a trial runs when ``shares[k]`` of the trials reach ``rungs[k]`` (the first rung: all)."""
+    return float(sum(s * (r - prev) for s, r, prev in zip(shares, rungs, [0, *rungs[:-1]])))
+
+
 @functools.lru_cache
 def iid_async_shares(n_trials: int, marks: tuple[float, ...], reduction_factor: float, max_epochs: int,
                      rungs: tuple[int, ...], reps: int = 200, seed: int = 0) -> list[float]:
@@ -161,12 +169,24 @@ def method_space(out: Path, method: str, p: Protocol) -> Path:
     return path
 
 
+def finished(exp: Path, trials: int, target: float | None) -> bool:
+    """The search has run all its trials, or (``target`` given) a full-budget trial has reached it."""
+    if not (exp / META_FILE).exists():
+        return False
+    try:
+        done, table = read_trials(exp)
+    except (OSError, KeyError, ValueError):  # a file being written, or no study yet
+        return False
+    return (len(table) >= trials and not (table.status == "RUNNING").any()) or (
+        target is not None and trial_epochs_to_target(done, target)[1])
+
+
 def run_search(space: Path, name: str, runs: Path, seed: int, p: Protocol, trials: int, max_concurrent: int,
-               ip: str) -> Path:
-    """One search with the real driver (resumes/finishes an interrupted one of the same name)."""
+               target: float | None, ip: str) -> Path:
+    """One search with the real driver (an interrupted one of the same name resumes). With a known
+    ``target`` the driver is stopped (SIGINT: Ray stops the trials and saves the experiment) once a
+    full-budget trial has reached it: the rest of the search would not change trial-epochs to target."""
     exp = runs / name
-    if (exp / "trials.parquet").exists() and len(pd.read_parquet(exp / "trials.parquet")) >= trials:
-        return exp
     cpus = min(p.cpus_per_trial, 2 / max_concurrent)
     cmd = [sys.executable, "-m", "uclser_tune.search", "--space", str(space), "--name", name, "--storage-path",
            str(runs), "--seed", str(seed), "--max-epochs", str(p.max_epochs), "--num-samples", str(trials),
@@ -175,11 +195,20 @@ def run_search(space: Path, name: str, runs: Path, seed: int, p: Protocol, trial
     log = runs / f"{name}.log"
     runs.mkdir(parents=True, exist_ok=True)
     for _ in range(ATTEMPTS):  # the same command again resumes; on a loaded machine Ray's start can time out
-        with log.open("a") as f:
-            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
-        if done.returncode == 0:
+        if finished(exp, trials, target):
             return exp
-    raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode} {ATTEMPTS} times; see {log}")
+        with log.open("a") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                try:
+                    proc.wait(POLL_S)
+                except subprocess.TimeoutExpired:
+                    if target is not None and finished(exp, trials, target):
+                        proc.send_signal(signal.SIGINT)
+                        proc.wait()
+    if finished(exp, trials, target):
+        return exp
+    raise RuntimeError(f"{' '.join(cmd)}: not finished after {ATTEMPTS} attempts; see {log}")
 
 
 def read_trials(exp: Path) -> tuple[list[Trial], pd.DataFrame]:
@@ -271,6 +300,13 @@ def survival_lines(surv: pd.DataFrame) -> list[str]:
         sd = "" if math.isnan(r.actual_sd) else f" ± {r.actual_sd:.3f}"
         lines.append(f"| {r.method} | {r.max_concurrent} | {r.rung} | {r.n_searches} ({r.n_trials}) | {r.expected_sync:.3f} "
                      f"| {r.expected_async_iid:.3f} | {r.replay:.3f} | {r.actual:.3f}{sd} | {r.agree:.0%} |")
+    lines += ["", "Epochs per trial these shares imply (the saving against the full budget):", "",
+              "| method | max_concurrent | expected 1/rf^k | Ray's rule, i.i.d. | actual |", "|---|---|---|---|---|"]
+    for (method, conc), g in mean.groupby(["method", "max_concurrent"], sort=False):
+        rungs = [int(r.removeprefix("e")) for r in g.rung]
+        lines.append(f"| {method} | {conc} | " + " | ".join(
+            f"{epochs_per_trial(g[c].tolist(), rungs):.2f}" for c in ("expected_sync", "expected_async_iid", "actual"))
+            + f" (of {rungs[-1]}) |")
     return lines
 
 
@@ -280,23 +316,23 @@ def run_set(name: str, args: argparse.Namespace) -> None:
     out = args.out / name
     runs = args.runs / name
     spaces = {m: method_space(out, m, p) for m in {**METHODS, **(SURVIVAL_METHODS if args.survival else {})}}
-    jobs = [((m, s, p.max_concurrent), spaces[m], f"{m}_s{s}_c{p.max_concurrent}", runs, s, p,
-             p.trials_asha if METHODS[m][1] else p.trials_full, p.max_concurrent) for m in METHODS for s in seeds]
-    if args.survival:
-        jobs += [((m, s, c), spaces[m], f"{m}_s{s}_c{c}", runs, s, p, p.trials_asha, c)
-                 for m in ("tpe_asha", "random_asha") for s in seeds[:1] for c in args.survival
-                 if (m, s, c) not in {j[0] for j in jobs}]
-    ips = [f"127.0.0.{args.ip_base + i}" for i in range(args.parallel)]
-    exps = run_all(jobs, ips, args.parallel)
-    read = {key: read_trials(exp) for key, exp in exps.items()}
-    main_keys = [(m, s, p.max_concurrent) for m in METHODS for s in seeds]
-    if "--surrogate" in p.driver_args:
+    surrogate = "--surrogate" in p.driver_args
+    if surrogate:
         from uclser_tune.search.spaces import load_space
         from uclser_tune.search.surrogate import best_achievable, load_truth
 
         best, _ = best_achievable(load_truth(TRUTH), load_space(spaces["tpe_full"]))
         note = f"best_achievable of {TRUTH.name} on {SPACE.name} = {best:.4f}, minus {TOLERANCE}"
-    else:
+    main_keys = [(m, s, p.max_concurrent) for m in METHODS for s in seeds]
+    jobs = [((m, s, c), spaces[m], f"{m}_s{s}_c{c}", runs, s, p, p.trials_asha if METHODS[m][1] else p.trials_full,
+             c, best - TOLERANCE if surrogate else None) for m, s, c in main_keys]
+    jobs += [((m, seeds[0], c), spaces[m], f"{m}_s{seeds[0]}_c{c}_n{SURVIVAL_TRIALS}", runs, seeds[0], p,
+              SURVIVAL_TRIALS, c, None) for c in args.survival for m in ("tpe_asha", "random_asha")
+             if (m, seeds[0], c) not in main_keys]
+    ips = [f"127.0.0.{args.ip_base + i}" for i in range(args.parallel)]
+    exps = run_all(jobs, ips, args.parallel)
+    read = {key: read_trials(exp) for key, exp in exps.items()}
+    if not surrogate:
         best = max(t.score for key in main_keys for t in read[key][0] if t.epochs >= t.max_epochs)
         note = (f"best final score of any full-budget trial of any method and seed here = {best:.4f}, "
                 f"minus {TOLERANCE}")
@@ -318,7 +354,8 @@ def run_set(name: str, args: argparse.Namespace) -> None:
             f"Space {SPACE} ({', '.join(f'{m}: {spaces[m].name}' for m in METHODS)}), "
             f"{' '.join(p.driver_args)}; {p.max_epochs} epochs per full trial, ASHA grace {p.grace_period}, "
             f"reduction {p.reduction_factor:g}; trials per search: {p.trials_full} full-budget, {p.trials_asha} "
-            f"TPE + ASHA; max_concurrent {p.max_concurrent}; seeds {', '.join(map(str, seeds))}. Trial-epochs counted "
+            f"TPE + ASHA" + (", each stopped once a full-budget trial reached the target" if surrogate else "")
+            + f"; max_concurrent {p.max_concurrent}; seeds {', '.join(map(str, seeds))}. Trial-epochs counted "
             f"in order of trial completion. Trial-epochs run in all: "
             + ", ".join(f"{m} {n}" for m, n in spent.items()) + ".", "",
             *efficiency_lines(eff, target, note), "", "## ASHA rung survival", "", *survival_lines(surv)]
@@ -331,7 +368,8 @@ def main() -> None:
     ap.add_argument("--set", choices=sorted(PROTOCOLS), nargs="+", default=["surrogate"])
     ap.add_argument("--seeds", type=int, nargs="+", help="override the set's seeds")
     ap.add_argument("--survival", type=int, nargs="*", default=[],
-                    help="also run TPE + ASHA and random + ASHA (first seed) at these max_concurrent values")
+                    help=f"also run TPE + ASHA and random + ASHA (first seed, {SURVIVAL_TRIALS} trials, no stop at the "
+                         f"target) at these max_concurrent values")
     ap.add_argument("--parallel", type=int, default=1, help="searches at once, each on its own 127.0.0.x")
     ap.add_argument("--ip-base", type=int, default=40, help="Ray addresses 127.0.0.<ip-base + i>")
     ap.add_argument("--runs", type=Path, default=Path("runs/search_efficiency"), help="experiment dirs")

@@ -7,6 +7,7 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 
 from benchmarks.search_efficiency import (
     Trial,
+    epochs_per_trial,
     iid_async_shares,
     milestones,
     reached_shares,
@@ -66,3 +67,9 @@ def test_iid_async_shares_by_hand():
     assert iid_async_shares(1, (1.0,), 2.0, 2, (1, 2)) == [1.0, 1.0]
     first, second = iid_async_shares(2, (1.0,), 2.0, 2, (1, 2), reps=4000)
     assert first == 1.0 and second == pytest.approx(0.75, abs=0.02)
+
+
+def test_epochs_per_trial_by_hand():
+    # rungs 1, 3, 9, 10 with rf 3: every trial runs epoch 1, a third epochs 2-3, a ninth 4-9, 1/27 epoch 10
+    assert epochs_per_trial([1, 1 / 3, 1 / 9, 1 / 27], [1, 3, 9, 10]) == pytest.approx(1 + 2 / 3 + 6 / 9 + 1 / 27)
+    assert epochs_per_trial([1.0, 1.0, 1.0], [1, 2, 4]) == 4  # nobody stopped: the full budget
