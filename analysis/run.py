@@ -27,14 +27,17 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     progress("adjusted effects (regression / variants against the default) ...")
     adjusted = stats.effects_adjusted(exp)
     adjusted.to_csv(out / "effects_adjusted.csv", index=False)
+    grid = stats.is_grid(exp.table)
     if adjusted["ci_low"].notna().any():
-        method = ("each variant against the default (Welch's t, Holm over the variants)" if stats.is_grid(exp.table)
-                  else "an OLS regression over all sampled factors per scope (Holm over its rows)")
+        method = ("each variant against the default at the last epoch (Welch's t, 95 % CI per row, Holm over "
+                  "the variants); variants change one thing each, so they are never pooled into factors" if grid
+                  else "an OLS regression over all sampled factors per scope (Holm over its rows); a scope is one "
+                  "rung, trials compared at the same epoch. The first rung holds every trial; later rungs only "
+                  "those ASHA promoted (selected on the outcome), and a factor the others fix there is left "
+                  "out, so its effect may load on the rows aliased with it")
         sections.append(Section(
             "Adjusted effects (95 % CI, Holm-corrected p)",
-            [(f"estimates from {method}; a scope is one rung, trials compared at the same epoch. The first "
-             "rung holds every trial; later rungs only those ASHA promoted (selected on the outcome), and a "
-             "factor the others fix there is left out, so its effect may load on the rows aliased with it"),
+            [f"estimates from {method}",
              *report.adjusted_lines(adjusted)],
             plots.adjusted_effects(adjusted, out / "effects_adjusted.png"), [out / "effects_adjusted.csv"]))
     else:
@@ -80,8 +83,10 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
              "position in the order (1 = first)", "positions.png"),
             ("Mix-back, patch sampling, encoder (raw means, not adjusted)", "", "level", "config_effects.png")]:
         chosen = obs["factor"].str.startswith(prefix) if prefix else ~obs["factor"].str.contains(":")
-        if not chosen.any():
-            skipped.append(f"{title.lower()}: nothing varied")
+        if not chosen.any() or grid:
+            skipped.append(f"{title.lower()}: " + ("a grid of one-factor-at-a-time variants is read per variant "
+                                                   "(paper tables), not pooled into factors" if grid
+                                                   else "nothing varied"))
             continue
         lines = report.level_lines(rows[rows["factor"].isin(set(obs.loc[chosen, "factor"]))], prefix)
         image = plots.by_level(obs[chosen], out / name, title, xlabel, prefix)
@@ -99,7 +104,7 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     progress("kNN-vs-epoch curves ...")
     sections.append(Section("kNN per epoch by rung reached", report.curve_lines(exp),
                             plots.curves(exp.table, exp.rungs, out / "knn_curves.png")))
-    if stats.is_grid(exp.table):
+    if grid:
         sections.append(Section("kNN per epoch of each variant", ["mean over the seeds of each variant, band ±1 sd"],
                                 plots.variant_curves(exp.table, out / "variant_curves.png")))
 

@@ -94,7 +94,7 @@ def _slope(factor: str, values: np.ndarray, among: np.ndarray, log: bool, magnit
     stays the effect at the mean value."""
     v = np.where(among, values, np.nan).astype(float)
     v = np.log10(v) if log else v
-    centred = np.where(among, v - np.nanmean(v), 0.0)
+    centred = np.where(among, v - np.nanmean(v), 0.0) if among.any() else np.zeros(len(v))
     unit = "per ×10" if log else "per +1"
     n = int(among.sum())
     return Term(factor, unit, "its mean", centred, n, n, magnitude)

@@ -297,8 +297,8 @@ def test_cli_exit_2_on_missing_dir_not_an_experiment_and_empty(tmp_path, capsys)
     assert f"{tmp_path}: not an experiment dir (no search.json)" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "search.json").write_text(json.dumps({"space": "smoke.yaml", "overrides": {}, "study_name": "e",
-                                                   "storage": "journal:optuna.journal"}))
+    (empty / "search.json").write_text(json.dumps({"space": "smoke.yaml", "space_digest": "x", "overrides": {},
+                                                   "study_name": "e", "storage": "journal:optuna.journal"}))
     optuna.create_study(study_name="e",
                         storage=JournalStorage(JournalFileBackend(str(empty / "optuna.journal"))))
     assert main([str(empty)]) == 2
