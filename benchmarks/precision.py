@@ -24,6 +24,7 @@ from uclser_tune.data.store import open_store
 from uclser_tune.evaluation import embed_patches, knn_predict
 from uclser_tune.evaluation.metrics import balanced_accuracy
 from uclser_tune.training import build_model, pretrain
+from uclser_tune.training.runtime import set_threads
 
 CONFIGS = {"fp32": {"train.precision": "fp32", "train.channels_last": "off"}, "default": {}}
 
@@ -44,10 +45,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     a = ap.parse_args()
     base = config_from_dict({"data": {"synth_size": a.size}, "model": {"encoder": a.encoder, "width": a.width,
                                                                      "proj_hidden": a.proj[0], "proj_dim": a.proj[1]},
-                             "train": {"epochs": a.epochs}, "eval": {"knn_k": a.k, "every": a.epochs}})
+                             "train": {"epochs": a.epochs, "num_threads": a.threads}, "eval": {"knn_k": a.k, "every": a.epochs}})
+    set_threads(a.threads)
     store = open_store(base.data)
     val = store.splits["val"].to_torch()
     print(f"{a.encoder} width {a.width}, proj {a.proj[0]}/{a.proj[1]}, {a.epochs} epochs, batch "
