@@ -35,7 +35,8 @@ def driver(runs, ip: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_drivers(tmp_path_factory, tiny_store):
-    """Driver A runs the search; once a trial of A has reported, driver B runs the same command."""
+    """Driver A runs the search; once a trial of A has reported, driver B runs the same command (A's
+    driver process is stopped meanwhile, so that B meets it mid-search whatever the machine's load)."""
     runs = tmp_path_factory.mktemp("lock") / "runs"
     exp = runs / "shared"
     first = subprocess.Popen(driver(runs, "127.0.0.2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -45,10 +46,15 @@ def two_drivers(tmp_path_factory, tiny_store):
         while not any(p.stat().st_size for p in exp.glob("trial_*/result.json")):
             assert first.poll() is None and time.monotonic() < deadline, "driver A ended or no trial reported"
             time.sleep(0.2)
-        began = time.monotonic()
-        second = subprocess.run(driver(runs, "127.0.0.3"), capture_output=True, text=True, timeout=120, check=False)
-        second_s = time.monotonic() - began
-        held_by = (exp / LOCK_FILE).read_text().strip()
+        os.kill(first.pid, signal.SIGSTOP)  # A stays mid-search, holding the lock, until B has tried
+        try:
+            held_by = (exp / LOCK_FILE).read_text().strip()
+            began = time.monotonic()
+            second = subprocess.run(driver(runs, "127.0.0.3"), capture_output=True, text=True, timeout=120,
+                                    check=False)
+            second_s = time.monotonic() - began
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         out, _ = first.communicate(timeout=400)
     finally:
         if first.poll() is None:
@@ -60,8 +66,8 @@ def two_drivers(tmp_path_factory, tiny_store):
 
 def test_the_second_driver_is_refused_at_once(two_drivers):
     second, first = two_drivers["second"], two_drivers["first"]
-    assert two_drivers["held_by"] == f"host {platform.node()} pid {first.pid}"
     assert second.returncode == 2, second.stderr[-3000:]
+    assert two_drivers["held_by"] == f"host {platform.node()} pid {first.pid}"
     assert second.stderr.count("error:") == 1 and "Traceback" not in second.stderr
     assert f"in use by another search driver (host {platform.node()} pid {first.pid})" in second.stderr
     assert two_drivers["second_s"] < 30  # no Ray, no data: it stops at the lock
@@ -69,7 +75,9 @@ def test_the_second_driver_is_refused_at_once(two_drivers):
 
 def test_the_first_driver_finishes_with_a_clean_study(two_drivers):
     exp = two_drivers["exp"]
-    assert two_drivers["first"].returncode == 0, two_drivers["first_out"][-4000:]
+    out = two_drivers["first_out"]
+    assert two_drivers["first"].returncode == 0, out[-4000:]
+    assert "kNN" in out and "'run_config': {" not in out  # the compact console: no config dicts
     table = pd.read_parquet(exp / "trials.parquet")
     assert len(table) == 3 and set(table.status) <= {"COMPLETE", "PRUNED"}
     states = {t.state for t in open_study(exp, json.loads((exp / META_FILE).read_text())).trials}
