@@ -35,17 +35,20 @@ from uclser_tune.search.__main__ import SMOKE, scale_out_trials
 
 pytestmark = pytest.mark.slow
 
-# What the autoscaler reads: GPUs demanded (pending tasks/actors, placement groups, request_resources)
-# and the idle nodes. Printed as JSON by a process next to the nodes.
+# What the autoscaler reads: GPUs demanded (pending tasks/actors, placement groups), standing
+# request_resources constraints (v2 state and v1's KV key) and the idle nodes. Printed as JSON by a process next to the nodes.
 STATUS = """
 import json, os
+from ray._raylet import GcsClient
 from ray.autoscaler.v2.sdk import get_cluster_status
 s = get_cluster_status(os.environ["RAY_ADDRESS"])
 d = s.resource_demands
 demands = list(d.ray_task_actor_demand) + list(d.placement_group_demand) + list(d.cluster_constraint_demand)
+# request_resources under autoscaler v1 (the default): a key in the GCS's KV store that the monitor reads
+kv = GcsClient(address=os.environ["RAY_ADDRESS"]).internal_kv_get(b"autoscaler_resource_request", None)
 print(json.dumps({
     "gpu_demand": sum(b.bundle.get("GPU", 0) * b.count for x in demands for b in x.bundles_by_count),
-    "constraints": len(d.cluster_constraint_demand),
+    "constraints": len(d.cluster_constraint_demand) + len(json.loads(kv) if kv else []),
     "idle": sorted(n.ip_address for n in s.idle_nodes),
     "active": sorted(n.ip_address for n in s.active_nodes)}))
 """
