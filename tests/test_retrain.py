@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from scipy import stats
 
 from uclser_tune.retrain import summarise
 from uclser_tune.search.spaces import load_space
@@ -30,7 +29,9 @@ def experiment(tmp_path_factory, tiny_store):
     overrides = {"train.epochs": 4, "eval.every": 1}
     exp = tmp_path_factory.mktemp("exp") / "smoke"
     exp.mkdir()
-    (exp / "search.json").write_text(json.dumps({"space": str(space.path), "overrides": overrides}))
+    (exp / "search.json").write_text(json.dumps({"space": str(space.path), "space_digest": space.digest,
+                                                 "overrides": overrides, "storage": "journal:optuna.journal",
+                                                 "study_name": "smoke"}))  # what the search writes
     rows = []
     for number, (tau, ops, knn) in enumerate([(0.1, ["noise", "rrc"], 0.30), (0.3, ["rrc"], 0.40),
                                              (0.2, [], 0.90)]):
@@ -51,6 +52,16 @@ def retrained(experiment):
     proc = retrain(experiment)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return experiment / "retrain", proc
+
+
+def paired_p_two_seeds(a: list[float], b: list[float]) -> float:
+    """Two-sided paired t-test p-value for two pairs, by hand: t = mean(d) / (sd(d) / √2) has one degree
+    of freedom, a Cauchy distribution, so p = 1 - (2/π)·atan|t|. No spread in d: no t, p is NaN."""
+    d = [x - y for x, y in zip(a, b)]
+    sd = abs(d[0] - d[1]) / math.sqrt(2)
+    if sd < 1e-12:
+        return math.nan
+    return 1 - 2 / math.pi * math.atan(abs((d[0] + d[1]) / 2) / (sd / math.sqrt(2)))
 
 
 def test_best_complete_trial_default_and_random_init_for_every_seed(retrained):
@@ -83,8 +94,7 @@ def test_summary_is_the_hand_computation(retrained):
     b = runs[runs["name"] == "default"].set_index("seed")["finetune_clean"]
     row = summary.loc[("trial_1", "finetune_clean")]
     assert row["diff"] == pytest.approx((a - b).mean())
-    expected_p = stats.ttest_rel(a, b).pvalue if (a - b).std() > 1e-9 else math.nan
-    assert (math.isnan(row["p"]) and math.isnan(expected_p)) or row["p"] == pytest.approx(expected_p)
+    assert row["p"] == pytest.approx(paired_p_two_seeds(list(a), list(b)), nan_ok=True)
     assert math.isnan(summary.loc[("default", "knn_val"), "diff"])
     md = (out / "summary.md").read_text()
     assert "p-value" in md
@@ -123,8 +133,42 @@ def test_summarise_paired_difference():
                          "knn_val": [0.5, 0.6, 0.7, 0.6, 0.8, 0.8]})
     s = summarise(runs).set_index(["name", "metric"])
     assert s.loc[("x", "knn_val"), "diff"] == pytest.approx(0.1333333, rel=1e-5)
-    assert s.loc[("x", "knn_val"), "p"] == pytest.approx(stats.ttest_rel([0.6, 0.8, 0.8], [0.5, 0.6, 0.7]).pvalue)
+    # d = 0.1, 0.2, 0.1: t = (0.4/3) / (0.057735 / √3) = 4.0 with 2 degrees of freedom, p = 1 - t/√(2 + t²)
+    assert s.loc[("x", "knn_val"), "p"] == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-4)
     # the same difference on every seed (up to float rounding): no t statistic, p stays NaN
     same = pd.DataFrame({"name": ["default"] * 2 + ["y"] * 2, "seed": [0, 1] * 2, "knn_val": [0.05, 0.15, 0.1, 0.2]})
     row = summarise(same).set_index(["name", "metric"]).loc[("y", "knn_val")]
     assert row["diff"] == pytest.approx(0.05) and math.isnan(row["p"])
+
+
+def test_top_k_without_default_and_the_default_without_its_space_file(experiment, tmp_path, capsys):
+    from uclser_tune.config import config_from_dict
+    from uclser_tune.retrain import candidates, plan
+
+    # the 2 best COMPLETE trials by final kNN (trial 2 scored 0.9 but was PRUNED), no default
+    cands = candidates(experiment, top=2, with_default=False)
+    assert list(cands) == ["trial_1", "trial_0"]
+    assert (cands["trial_1"].train.tau, cands["trial_0"].train.tau) == (0.3, 0.1)
+    jobs = plan(cands, 2, {"train.epochs": 1}, tmp_path)
+    assert [(j["name"], j["seed"]) for j in jobs] == [("trial_1", 0), ("trial_0", 0), ("random_init", 0),
+                                                     ("trial_1", 1), ("trial_0", 1), ("random_init", 1)]
+    # the space file is gone: the default is the best config with the paper's views, tau and batch size
+    moved = tmp_path / "moved"
+    shutil.copytree(experiment, moved)
+    meta = json.loads((moved / "search.json").read_text())
+    (moved / "search.json").write_text(json.dumps({**meta, "space": str(tmp_path / "gone.yaml")}))
+    default = candidates(moved, top=1, with_default=True)["default"]
+    assert "warning" in capsys.readouterr().err
+    paper = config_from_dict({})
+    best = cands["trial_1"]
+    assert default.views == paper.views and default.train.tau == 0.2 and default.train.batch_size == 128
+    assert (default.model, default.data, default.train.epochs) == (best.model, best.data, best.train.epochs)
+
+
+def test_cli_top_2_no_default(experiment, tmp_path):
+    out = tmp_path / "top2"
+    proc = retrain(experiment, "--top", "2", "--no-default", "--seeds", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["name"]) == ["trial_1", "trial_0", "random_init"] and set(runs["seed"]) == {0}
+    assert not (out / "default").exists()
