@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from uclser_tune.search.__main__ import shipped_store
-from uclser_tune.search.lock import LOCK_FILE
+from uclser_tune.search.lock import LOCK_FILE, ExperimentLock, LockError
 from uclser_tune.search.results import META_FILE, open_study
 from uclser_tune.search.spaces import load_space
 
@@ -92,6 +92,25 @@ def test_a_moved_experiment_resumes_into_its_own_study(two_drivers):
     assert out.returncode == 0 and "resuming experiment" in out.stderr, out.stderr[-4000:]
     assert not two_drivers["runs"].exists()
     assert len(pd.read_parquet(moved / "shared" / "trials.parquet")) == 3
+
+
+def test_a_killed_holders_lock_goes_with_it(tmp_path):
+    """The holder (a process of its own, with a child that inherits nothing) is SIGKILLed: the lock is free."""
+    code = ("import subprocess, sys, time; from pathlib import Path; from uclser_tune.search.lock import ExperimentLock\n"
+            f"with ExperimentLock(Path({str(tmp_path / 'exp')!r})):\n"
+            "    child = subprocess.Popen(['sleep', '60']); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockError, match=f"in use by another search driver \\(host .* pid {holder.pid}\\)"):
+            ExperimentLock(tmp_path / "exp").__enter__()
+        holder.kill()  # the driver only: its child (like Ray's processes) lives on
+        holder.wait()
+        with ExperimentLock(tmp_path / "exp") as lock:
+            assert not lock.created and (tmp_path / "exp" / LOCK_FILE).read_text().endswith(f"pid {os.getpid()}\n")
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
 
 
 def test_a_float16_store_travels_as_float16(tiny_store):
