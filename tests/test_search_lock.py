@@ -42,7 +42,7 @@ def two_drivers(tmp_path_factory, tiny_store):
     first = subprocess.Popen(driver(runs, "127.0.0.2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while not any(p.stat().st_size for p in exp.glob("trial_*/result.json")):
             assert first.poll() is None and time.monotonic() < deadline, "driver A ended or no trial reported"
             time.sleep(0.2)
