@@ -242,13 +242,15 @@ def plot(gaps: list[dict[str, Any]], path: Path) -> None:
 
 
 def report(gaps: list[dict[str, Any]], final: list[dict[str, Any]], seeds: list[int], clips: dict[str, int],
-           args: argparse.Namespace, commit: str) -> str:
+           args: argparse.Namespace, commit: str, last: int) -> str:
     lines = [
         "# Paper gaps against epoch and clip length (written by `python -m benchmarks.paper_gaps`)", "",
-        f"Code at commit `{commit}`. Synthetic set `small`, seeds {seeds} (n = {len(seeds)}), {args.epochs} epochs, "
+        f"Code at commit `{commit}`. Synthetic set `small`, seeds {seeds} (n = {len(seeds)}), runs of {args.epochs} "
+        f"epochs (lr schedule) read up to epoch {last}" + (" (unfinished runs, --partial)" if last < args.epochs else "")
+        + f", "
         f"precision {args.precision}, one thread per run. Val clips per group: "
         + ", ".join(f"{g} {n}" for g, n in clips.items()) + ".", "",
-        f"## Final epoch ({args.epochs}): paired gaps, 95 % t-interval, Holm over the {len(final)} rows", "",
+        f"## Last epoch ({last}): paired gaps, 95 % t-interval, Holm over the {len(final)} rows", "",
         "| gap | val clips | metric | n | mean | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {g['name']} | {g['group']} | {g['metric']} | {g['n']} | {g['mean']:+.3f} | "
@@ -271,6 +273,15 @@ def report(gaps: list[dict[str, Any]], final: list[dict[str, Any]], seeds: list[
     return "\n".join(lines) + "\n"
 
 
+def git_commit() -> str:
+    """HEAD, marked when the library or this script differ from it (the runs use the working tree)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], check=False, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "uclser_tune", "benchmarks/paper_gaps.py")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
+
+
 def aggregate(args: argparse.Namespace) -> int:
     rows, seeds = load_runs(args.work, args.partial)
     if not seeds:
@@ -282,14 +293,14 @@ def aggregate(args: argparse.Namespace) -> int:
     for g, p in zip(final, holm([g["p"] for g in final])):
         g["p_holm"] = p
     clips = {r["group"]: r["clips"] for r in rows}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
-                            text=True).stdout.strip()
+    recorded = args.work / "commit.txt"
+    commit = recorded.read_text().strip() if recorded.exists() else git_commit()
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "runs.csv", [{k: r[k] for k in RUN_FIELDS} for r in rows])
     write_csv(args.out / "gaps.csv", gaps)
     write_csv(args.out / "final.csv", final)
     plot(gaps, args.out / "paper_gaps.png")
-    (args.out / "report.md").write_text(report(gaps, final, seeds, clips, args, commit))
+    (args.out / "report.md").write_text(report(gaps, final, seeds, clips, args, commit, last))
     print(f"wrote {args.out}/runs.csv, gaps.csv, final.csv, paper_gaps.png, report.md (n = {len(seeds)} seeds)")
     return 0
 
@@ -314,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.aggregate_only:
         args.work.mkdir(parents=True, exist_ok=True)
+        if not (args.work / "commit.txt").exists():
+            (args.work / "commit.txt").write_text(git_commit() + "\n")
         open_store(base_config(0, args.epochs, args.precision).data)  # build the store once, before the workers
         todo = [(v, s) for s in args.seeds for v in VARIANTS if not (args.work / f"{v}-seed{s}.csv").exists()]
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("fork")) as pool:
