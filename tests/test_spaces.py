@@ -190,12 +190,12 @@ def finish(searcher, trial_id, error=False):
 
 
 def grid_searcher(space, tmp_path):
-    from uclser_tune.search.results import storage_from
     from uclser_tune.search.searcher import StudySearch
 
+    StudySearch.experiment_dir = tmp_path  # as the driver sets it before Ray builds or restores the searcher
     return StudySearch(space=space.define_by_run, metric="knn_acc", mode="max", study_name="g",
                        sampler=optuna.samplers.RandomSampler(seed=0), grid_cells=space.grid_cells(),
-                       storage=storage_from("journal:g.journal", tmp_path))
+                       storage_url="journal:g.journal")
 
 
 def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(tmp_path):
@@ -312,7 +312,8 @@ def started_experiment(tmp_path):
     exp = tmp_path / "runs" / "space"
     exp.mkdir(parents=True)
     meta = {"space": str(path), "space_digest": load_space(path).digest, "sampler_seed": 0, "num_samples": 32,
-            "overrides": {"train.epochs": 2, "eval.every": 1}}
+            "overrides": {"train.epochs": 2, "eval.every": 1}, "storage": "journal:optuna.journal",
+            "study_name": "space"}
     (exp / "search.json").write_text(json.dumps(meta))
     return path, exp, meta
 
