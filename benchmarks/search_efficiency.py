@@ -35,6 +35,7 @@ import concurrent.futures
 import functools
 import json
 import math
+import os
 import queue
 import signal
 import subprocess
@@ -55,6 +56,9 @@ TRUTH = Path("search_spaces/truths/augs_mixback.yaml")
 TOLERANCE = 0.01
 ATTEMPTS = 3
 SURVIVAL_TRIALS = 100  # trials of each --survival search (run to the end)
+# Ray's memory monitor kills trial workers when the machine (shared with other jobs) is above 95 % of its
+# memory, which failed whole surrogate searches (trials of a few MB); the surrogate cannot cause it
+RAY_ENV = {"RAY_memory_monitor_refresh_ms": "0"}
 POLL_S = 15  # seconds between looks at a running search
 METHODS = {"tpe_asha": ("tpe", True), "random_full": ("random", False), "tpe_full": ("tpe", False)}
 SURVIVAL_METHODS = {"random_asha": ("random", True)}
@@ -198,7 +202,7 @@ def run_search(space: Path, name: str, runs: Path, seed: int, p: Protocol, trial
         if finished(exp, trials, target):
             return exp
         with log.open("a") as f:
-            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV})
             while proc.poll() is None:
                 try:
                     proc.wait(POLL_S)
