@@ -120,12 +120,16 @@ def replay_asha(curves: Sequence[dict[int, float]], marks: Sequence[float], redu
     """Epochs each trial runs under Ray's asynchronous rule when trials run one after another (max_concurrent
     1): at a milestone a trial stops if its score is below the (1 - 1/rf) percentile of the scores recorded
     there by earlier trials (none recorded: it continues), then its score is recorded. ``curves``: per
-    trial, score by epoch, in start order (a milestone it never reached is not needed)."""
+    trial, score by epoch, in start order; a trial without a score at a milestone it would reach (it failed
+    or was interrupted before) ends at its last epoch."""
     recorded: list[list[float]] = [[] for _ in marks]
     out = []
     for curve in curves:
         ran = max_epochs
         for i, mark in enumerate(marks):
+            if math.ceil(mark) not in curve:  # it ended there for another reason (failed, interrupted)
+                ran = max(curve, default=0)
+                break
             score = curve[math.ceil(mark)]
             cutoff = np.nanpercentile(recorded[i], (1 - 1 / reduction_factor) * 100) if recorded[i] else None
             recorded[i].append(score)

@@ -44,6 +44,9 @@ def test_replay_by_hand():
     ran = replay_asha(curves, [1.0, 2.0], 2.0, 4)
     assert ran == [4, 1, 4, 2]
     assert reached_shares(ran, [1, 2, 4]) == [1.0, 0.75, 0.5]
+    # a trial that failed after epoch 1 (no score at e2) ends there and records only e1
+    failed = [dict.fromkeys(range(1, 5), 0.5), {1: 0.9}, dict.fromkeys(range(1, 5), 0.8)]
+    assert replay_asha(failed, [1.0, 2.0], 2.0, 4) == [4, 1, 4]  # T3: 0.8 >= median(0.5, 0.9) at e1, >= 0.5 at e2
 
 
 @pytest.mark.parametrize("rf,grace,max_t", [(3.0, 1, 10), (2.0, 1, 4), (2.0, 2, 9)])
