@@ -69,11 +69,14 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def use_channels_last(train: TrainConfig, device: torch.device, encoder: str) -> bool:
-    """'auto': channels_last for the conv encoders on CUDA (cuDNN's fast layout) and on a CPU in bf16,
-    where oneDNN's bf16 convolutions want it (benchmarks/README.md: in fp32 on the CPU it gains
-    nothing). The CRNN's GRU gains nothing from it."""
+    """'auto': on a CPU running bf16, channels_last for every encoder: oneDNN's bf16 convolutions want
+    it, and the CRNN's conv stack gains as much as the others (measured 1.1-1.6x over bf16 alone,
+    benchmarks/README.md). On CUDA (cuDNN's fast layout) for the conv encoders; not for the CRNN there,
+    whose GRU dominates and gains nothing from it."""
     if train.channels_last == "auto":
-        return encoder != "crnn" and (device.type == "cuda" or amp_dtype(train.precision, device) == torch.bfloat16)
+        if device.type == "cuda":
+            return encoder != "crnn"
+        return amp_dtype(train.precision, device) == torch.bfloat16
     return train.channels_last == "on"
 
 
