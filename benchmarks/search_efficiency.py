@@ -214,6 +214,8 @@ def run_search(space: Path, name: str, runs: Path, seed: int, p: Protocol, trial
                     if target is not None and finished(exp, trials, target):
                         proc.send_signal(signal.SIGINT)
                         proc.wait()
+        if proc.returncode == 0:  # the driver ran the search to its end (errored trials are not re-run)
+            return exp
     if finished(exp, trials, target):
         return exp
     raise RuntimeError(f"{' '.join(cmd)}: not finished after {ATTEMPTS} attempts; see {log}")
