@@ -25,7 +25,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX, Arm's BF16 extension). Only
-    there does bf16 autocast pay off: elsewhere oneDNN emulates it and a step gets slower, not faster.
+    there is bf16 autocast a known speed-up; elsewhere oneDNN emulates bf16 with fp32 arithmetic.
     torch's own ``get_cpu_capability()`` says 'AVX512' with or without BF16, so the kernel's flags decide;
     without /proc/cpuinfo (macOS, Windows) the answer is no and 'auto' stays fp32."""
     try:
@@ -45,8 +45,8 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
     'auto' is bf16 where the hardware has it natively (CUDA GPUs that support it, CPUs with
     AVX512-BF16/AMX) and fp32 elsewhere. An explicit 'bf16' is honoured on any device. 'fp16' is refused
-    on a CPU: no CPU this project targets has fp16 arithmetic units, so it would be slower than fp32 and
-    need loss scaling besides; bf16 is the CPU's mixed precision.
+    on a CPU: without fp16 arithmetic units it is far slower than fp32 (12x on this project's CPU,
+    benchmarks/README.md) and would need loss scaling besides; bf16 is the CPU's mixed precision.
     """
     if precision == "fp32":
         return None
@@ -71,8 +71,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def use_channels_last(train: TrainConfig, device: torch.device, encoder: str) -> bool:
     """'auto': on a CPU running bf16, channels_last for every encoder: oneDNN's bf16 convolutions want
     it, and the CRNN's conv stack gains as much as the others (measured 1.1-1.6x over bf16 alone,
-    benchmarks/README.md). On CUDA (cuDNN's fast layout) for the conv encoders; not for the CRNN there,
-    whose GRU dominates and gains nothing from it."""
+    benchmarks/README.md). On CUDA (cuDNN's fast layout) for the conv encoders only, as before (not
+    measured on a GPU yet)."""
     if train.channels_last == "auto":
         if device.type == "cuda":
             return encoder != "crnn"
