@@ -272,9 +272,10 @@ def efficiency_lines(eff: pd.DataFrame, target: float, target_note: str) -> list
         b = eff[eff.method == base].trial_epochs_to_target.to_numpy(float)
         if len(a) and len(b):
             ratio = float(np.median(a) / np.median(b))
-            lo, hi = bootstrap_ratio(a, b) if min(len(a), len(b)) > 1 else (math.nan, math.nan)
+            spread = ("no interval with one seed" if min(len(a), len(b)) < 2 else
+                      "95 % bootstrap interval over seeds {:.2f}-{:.2f}".format(*bootstrap_ratio(a, b)))
             lines.append(f"\nTPE + ASHA / {base}: median trial-epochs ratio {ratio:.2f} (n = {len(a)} and {len(b)} "
-                         f"seeds; 95 % bootstrap interval over seeds {lo:.2f}-{hi:.2f}).")
+                         f"seeds; {spread}).")
     if not eff.reached.all():
         lines.append("\nA search that did not reach the target counts all its trial-epochs (a lower bound).")
     return lines
@@ -285,7 +286,8 @@ def survival_rows(method: str, seed: int, max_concurrent: int, p: Protocol, tabl
     (exact for max_concurrent 1), its i.i.d. expectation for as many trials, and the actual share."""
     rungs = asha_rungs(p.grace_period, p.reduction_factor, p.max_epochs)
     marks = milestones(p.grace_period, p.reduction_factor, p.max_epochs)
-    done = table[table.status != "RUNNING"].sort_values("optuna_number")
+    # finished trials with at least one report (a worker killed before its first epoch ranked nothing)
+    done = table[(table.status != "RUNNING") & (table.epochs_run > 0)].sort_values("optuna_number")
     curves = [{int(k.removeprefix("knn_e")): v for k, v in r.items() if k.startswith("knn_e") and pd.notna(v)}
               for r in done.to_dict("records")]
     replay = replay_asha(curves, marks, p.reduction_factor, p.max_epochs)
