@@ -5,8 +5,8 @@
 Runs the smoke search (``--space smoke.yaml --smoke``: tiny set, ResNet-18 at width 1/8, 3 batches per
 epoch, ASHA, 2 trials at a time, actors reused) into a temporary experiment and reads every trial's
 Ray results. As in the search notes: overhead per trial = (slots × span − Σ training) / trials, where
-span runs from the first trial's start to the last one's last report (``reported_at``) and training = Σ of the epochs' ``epoch_seconds``; the same with the kNN
-evaluations counted as work (``knn_seconds``). Then, inside trials: the first iteration's time beyond
+span runs from the first trial's start to the last one's last report (``reported_at``) and training =
+Σ of the epochs' ``epoch_seconds``; the same with the kNN evaluations counted as work (``knn_seconds``). Then, inside trials: the first iteration's time beyond
 the epoch and kNN (start-up in the trial: store fetch, config, tensors, model build, first report),
 and the gap between one trial's end and the next trial's start on the same (reused) worker process.
 """
