@@ -6,14 +6,16 @@ Runs the smoke search (``--space smoke.yaml --smoke``: tiny set, ResNet-18 at wi
 epoch, ASHA, 2 trials at a time, actors reused) into a temporary experiment and reads every trial's
 Ray results. As in the search notes: overhead per trial = (slots × span − Σ training) / trials, where
 span runs from the first trial's start to the last one's last report (``reported_at``) and training =
-Σ of the epochs' ``epoch_seconds``; the same with the kNN evaluations counted as work (``knn_seconds``). Then, inside trials: the first iteration's time beyond
-the epoch and kNN (start-up in the trial: store fetch, config, tensors, model build, first report),
+Σ of the epochs' ``epoch_seconds``; the same with the kNN evaluations counted as work (``knn_seconds``).
+Then, inside trials: the first iteration's time beyond the epoch and kNN (start-up in the trial: store
+fetch, config, tensors, model build, first report), against a later iteration's (the report alone),
 and the gap between one trial's end and the next trial's start on the same (reused) worker process.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -46,7 +48,7 @@ def summarise(trials: list[dict], slots: int) -> dict[str, float]:
     gaps = []
     for pid in {t["pid"] for t in trials}:
         mine = sorted((t for t in trials if t["pid"] == pid), key=lambda t: t["start"])
-        gaps += [b["start"] - a["end"] for a, b in zip(mine, mine[1:])]
+        gaps += [b["start"] - a["end"] for a, b in itertools.pairwise(mine)]
     n = len(trials)
     return {"trials": n, "workers": len({t["pid"] for t in trials}), "span_s": span, "epochs_s": epochs, "knn_s": knn,
             "overhead_per_trial_s": (slots * span - epochs) / n,
