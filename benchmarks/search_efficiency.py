@@ -1,8 +1,8 @@
 """Search efficiency: trial-epochs TPE + ASHA needs to get within 0.01 of the best full-budget score,
 against full-budget random search and full-budget TPE, with the project's real driver.
 
-    nice -n 5 python -m benchmarks.search_efficiency --set surrogate   # planted truth, 5 seeds, ~30 min
-    nice -n 5 python -m benchmarks.search_efficiency --set small       # real training, small set, CPU
+    nice -n 5 python -m benchmarks.search_efficiency --set surrogate --parallel 6 --survival 1 8  # ~50 min here
+    nice -n 5 python -m benchmarks.search_efficiency --set small       # real training, small set, 1 seed, CPU
 
 Every search is ``python -m uclser_tune.search`` on ``augs.yaml``. The methods differ only in the space
 file's ``sampler`` and ``asha`` (the driver has no flag for either): the script writes one copy of the
@@ -18,7 +18,8 @@ space per method next to its results (``spaces/``), so the three searches are th
   their epochs summed up to and including the first full-budget trial whose final score reaches the
   target. Trials still running at that moment are not counted (at most ``max_concurrent - 1`` trials,
   for every method alike). A search that never reaches it reports ``reached = False`` and all of its
-  trial-epochs (a lower bound).
+  trial-epochs (a lower bound). On the surrogate the target is known before the search, so each search
+  is stopped once a full-budget trial has reached it.
 
 Outputs per set in ``--out/<set>/``: ``search_efficiency.csv`` (method, seed, trial_epochs_to_target,
 reached, best_score), ``rung_survival.csv`` and ``summary.md``. The ASHA rung survival compares the
