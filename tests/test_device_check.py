@@ -27,7 +27,7 @@ def test_quick_cpu_run_passes_and_names_every_gpu_measurement(tiny_store, tmp_pa
     assert results["resume"]["default_mode"]["bitwise"]  # a CPU resumes bit for bit
     assert results["pretrain"]["loss_per_epoch"][-1] < results["pretrain"]["loss_per_epoch"][0]
     modes = {(r["encoder"], r["config"]) for r in results["throughput"]["rows"]}
-    assert {("vgg_like", m) for m in ("fp32", "bf16", "bf16+cl", "default")} <= modes
+    assert {("vgg_like", m) for m in ("fp32", "bf16", "bf16+cl")} <= modes
 
 
 def test_refuses_a_missing_store_before_writing(tmp_path):
