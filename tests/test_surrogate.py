@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -155,12 +156,20 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     proc.wait()
     killed_at = {p.parent.name: p.read_text().count("\n") for p in exp.glob("trial_*/result.json")}
     assert killed_at and min(killed_at.values()) < 20  # killed mid-trial
+    # the trials Ray's last snapshot knew: one it started after that cannot come back, and the searcher
+    # closes it FAIL on resume (SPEC §5); whether the kill lands before or after a snapshot is the load's
+    with max(exp.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime).open("rb") as f:
+        snapshotted = set(pickle.load(f)["_ot_trial_ids"])
+    assert snapshotted
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming experiment" in out.stderr and "no training" in out.stderr
     table = pd.read_parquet(exp / "trials.parquet")
-    assert len(table) == 4 and set(table.status) <= {"COMPLETE", "PRUNED"} and table.optuna_number.is_unique
+    assert len(table) == 4 and table.optuna_number.is_unique
     for row in table.itertuples():
+        assert row.status in ("COMPLETE", "PRUNED") if row.trial_id in snapshotted else row.status != "RUNNING", row
+    assert not set(table.trial_id[table.status == "FAIL"]) & snapshotted
+    for row in table[table.status != "FAIL"].itertuples():
         reports = [json.loads(line) for line in (exp / row.trial_dir / "result.json").read_text().splitlines()]
         epochs = [r["epoch"] for r in reports]
         assert epochs.count(1) == 1, (row.trial_dir, epochs)  # continued from its checkpoint, not restarted
