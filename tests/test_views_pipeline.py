@@ -44,16 +44,10 @@ def test_default_pipeline_equals_the_per_sample_reference_on_the_same_draws():
     pipe = pipeline()
     params = pipe.sample(clips, idx, gen(4))
     views = pipe.render(clips, params)
-    rrc, comp, noise = params.ops
     frames, offsets = clips.frames.numpy(), clips.offsets.numpy()
     b = len(idx)
     for row in range(2 * b):
-        view = reference.RefView(
-            start=int(params.starts[row]), bg_clip=int(params.bg_clips[row]),
-            bg_start=int(params.bg_starts[row]), lam=float(params.lam[row]),
-            crop=tuple(int(rrc[k][row]) for k in ("top", "left", "height", "width")),
-            c=float(comp["c"][row]), noise=float(noise["sigma"][row]) * noise["noise"][row].double().numpy())
-        ref = reference.render_view(frames, offsets, int(params.clips[row]), view, MEAN, STD)
+        ref = reference.render_view(frames, offsets, int(params.clips[row]), reference.view_of(params, row), MEAN, STD)
         np.testing.assert_allclose(views[row, 0].numpy(), ref, atol=1e-5)
     assert torch.equal(params.clips, idx.repeat(2))
 
