@@ -10,12 +10,12 @@ import copy
 import re
 import socket
 import sys
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
 import jsonschema
 import pytest
+import tomllib
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
