@@ -287,7 +287,10 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     from uclser_tune.search.state import StateError, prepare_resume
     from uclser_tune.search.trainable import run_trial, surrogate_trial
 
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # Ray's experiment snapshot: at most 5 s stale
+    # Ray's experiment snapshot after every event: a trial keeps only its last two checkpoints, so a
+    # snapshot older than one more checkpoint names a deleted one, and after a crash that trial could
+    # not be restored (seen with the surrogate's sub-second epochs; small sets on a fast GPU too)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
