@@ -52,7 +52,7 @@ from benchmarks.common import fsd_like_clips, timed
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import FeatureStore, SplitStore
 from uclser_tune.evaluation.knn import knn_scores
-from uclser_tune.evaluation.patches import embed_patches
+from uclser_tune.evaluation.patches import embed_patches, eval_patch_index
 from uclser_tune.training import build_model, load_checkpoint, pretrain, save_checkpoint
 from uclser_tune.views import OPS, ViewPipeline, reference
 
@@ -65,6 +65,7 @@ class Sizes:
     """Problem sizes: FSDnoisy18k-like on a GPU, tiny with ``--quick`` so that CI runs it in seconds."""
 
     def __init__(self, quick: bool):
+        self.quick = quick
         self.view_batch = 16 if quick else 128
         self.knn_clips = 120 if quick else 1772  # FSDnoisy18k's train_clean: ~11.9k patches
         self.knn_dim = 64 if quick else 512
@@ -110,7 +111,7 @@ def check_views(device: torch.device, sz: Sizes) -> dict[str, Any]:
         on_dev = op.masked(x.to(device), {k: v.to(device) for k, v in p.items()})
         op_diff[name] = float((on_dev.cpu() - op.masked(x, p)).abs().max())
     gen = torch.Generator(device=device).manual_seed(1)
-    seconds = timed(lambda: pipe(dev_clips, idx, gen), repeat=3 if sz.steps == 1 else 20, sync=device)
+    seconds = timed(lambda: pipe(dev_clips, idx, gen), repeat=3 if sz.quick else 20, sync=device)
     tol = 1e-4
     return {
         "ok": ref_diff < tol and max(op_diff.values()) < tol,
@@ -122,15 +123,13 @@ def check_views(device: torch.device, sz: Sizes) -> dict[str, Any]:
 def check_knn(device: torch.device, sz: Sizes) -> dict[str, Any]:
     """The kNN vote on the device equals the CPU's on the same embeddings; its time; the eval forward."""
     clips = fsd_like_clips(sz.knn_clips, seed=2)
-    from uclser_tune.evaluation.patches import eval_patch_index
-
     clip_index, _ = eval_patch_index(clips.lengths)
     z = torch.randn(len(clip_index), sz.knn_dim, generator=torch.Generator().manual_seed(4))
     labels = clips.labels[clip_index]
     on_cpu = knn_scores(z, clip_index, labels, k=200)
     zd, cd, ld = z.to(device), clip_index.to(device), labels.to(device)
     on_dev = knn_scores(zd, cd, ld, k=200)
-    seconds = timed(lambda: knn_scores(zd, cd, ld, k=200), repeat=1 if sz.steps == 1 else 5, sync=device)
+    seconds = timed(lambda: knn_scores(zd, cd, ld, k=200), repeat=1 if sz.quick else 5, sync=device)
     cfg = config_from_dict({"model": {"width": sz.width}})
     model = build_model(cfg).to(device)
     dev_clips = clips.to(device)
@@ -250,7 +249,7 @@ def _sharing_worker(encoder: str, device: str, quick: bool, barrier: Any, out: A
 def _shared_rate(encoder: str, device: torch.device, sz: Sizes, procs: int) -> list[float]:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(procs), ctx.Queue()
-    workers = [ctx.Process(target=_sharing_worker, args=(encoder, str(device), sz.steps == 1, barrier, out))
+    workers = [ctx.Process(target=_sharing_worker, args=(encoder, str(device), sz.quick, barrier, out))
                for _ in range(procs)]
     for w in workers:
         w.start()
