@@ -5,11 +5,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import optuna
 import pytest
 import yaml
 
-from uclser_tune.search.spaces import SpaceError, lehmer_decode, load_space
+from uclser_tune.search.spaces import SpaceError, lehmer_decode, load_space, resolve_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SHIPPED = ["augs.yaml", "tau_batch.yaml", "paper_ablations.yaml", "smoke.yaml"]
@@ -428,3 +429,53 @@ def test_tpe_with_the_same_seed_proposes_the_same_trials(tmp_path, monkeypatch):
     first = proposals(7, "a")
     assert proposals(7, "b") == first
     assert proposals(8, "c") != first
+
+
+# ---------------------------------------------------------------- the balanced start-up design
+
+def test_startup_design_is_a_balanced_orthogonal_array_over_the_on_off_params():
+    space = load_space("augs.yaml")
+    design = space.startup_design(48, seed=0)
+    names = ["views.mixback", "views.mixback_energy_adjust", *(f"use_{op}" for op in space.candidates)]
+    assert len(design) == 16 and all(sorted(row) == sorted(names) for row in design)
+    x = np.array([[row[n] for n in names] for row in design], dtype=float)
+    assert np.all(x.mean(0) == 0.5)  # every factor on in half of the runs
+    for i, j in itertools.combinations(range(len(names)), 2):  # every pair: all four combinations equally often
+        assert np.all(np.bincount((2 * x[:, i] + x[:, j]).astype(int), minlength=4) == 4), (names[i], names[j])
+    assert space.startup_design(48, seed=0) == design and space.startup_design(48, seed=1) != design
+    assert space.startup_design(47, seed=0) == []  # more than a third of the trials: the sampler's own start
+
+
+def test_startup_sampler_and_grids_have_no_design(tmp_path):
+    raw = yaml.safe_load(resolve_path("augs.yaml").read_text())
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**raw, "startup": "sampler"}))
+    assert load_space(tmp_path / "s.yaml").startup_design(200, 0) == []
+    assert load_space("paper_ablations.yaml").startup_design(10_000, 0) == []
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "startup": "balanced"}))
+    with pytest.raises(SpaceError, match="startup: got 'balanced'; allowed: design, sampler"):
+        load_space(tmp_path / "bad.yaml")
+
+
+def test_the_search_asks_the_design_first_then_tpe(tmp_path, monkeypatch):
+    """The searcher the CLI builds enqueues the design in its fresh study: the first 16 trials take its
+    on/off levels, and TPE's random start-up lasts as long."""
+    import argparse
+
+    from uclser_tune.search.__main__ import tune_config
+    from uclser_tune.search.searcher import StudySearch
+
+    space = load_space("augs.yaml")
+    monkeypatch.setattr(StudySearch, "experiment_dir", tmp_path, raising=False)
+    meta = {"num_samples": 48, "overrides": {}, "storage": "journal:d.journal", "study_name": "d"}
+    searcher = tune_config(space, argparse.Namespace(seed=3), meta, 1, None, 100).search_alg.searcher
+    assert searcher._sampler._n_startup_trials == 16
+    for i in range(18):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"knn_acc": 0.5, "training_iteration": 4})
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    design = space.startup_design(48, 3)
+    for row, trial in zip(design, trials):
+        assert {k: trial.params[k] for k in row if k in trial.params} == {k: v for k, v in row.items()
+                                                                          if k in trial.params}
+        assert trial.params["views.mixback"] == row["views.mixback"]
+    assert len(trials) == 18

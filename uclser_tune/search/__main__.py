@@ -30,6 +30,7 @@ from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
 from uclser_tune.search.state import StateError
 from uclser_tune.search.surrogate import Truth, TruthError, load_truth
 from uclser_tune.train import check_data
+from uclser_tune.versions import versions
 
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 REUSE_ACTORS = True  # a trial starts in an idle worker of a finished one: ~3 s less per trial start
@@ -366,7 +367,8 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
                 epochs: int):
     """A grid enqueues its cells (the first ``num_samples``, all by default) in the study and ends when none
     is left (Ray's sample count: unbounded, so a resume can re-run failed cells); TPE and random run
-    ``num_samples`` trials. ``max_concurrent`` is also the number of trials Ray keeps pending for a custom
+    ``num_samples`` trials, the first of them the space's balanced start-up design (TPE's start-up trials
+    are as many). ``max_concurrent`` is also the number of trials Ray keeps pending for a custom
     searcher (one without it), which is what the autoscaler sees as demand."""
     import optuna
     from ray import tune
@@ -377,11 +379,12 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
 
     num_samples = meta["num_samples"]
     trial_overrides = {**meta["overrides"], "train.num_threads": max(1, int(cpus))}
-    sampler = (optuna.samplers.TPESampler(seed=args.seed) if space.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=args.seed))  # a grid's cells are all enqueued
+    startup = space.startup_design(num_samples, args.seed)
+    sampler = (optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=max(10, len(startup)))
+               if space.sampler == "tpe" else optuna.samplers.RandomSampler(seed=args.seed))  # grid: all enqueued
     searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc",
                            mode="max", sampler=sampler, storage_url=meta["storage"], study_name=meta["study_name"],
-                           grid_cells=space.grid_cells()[:num_samples])
+                           grid_cells=space.grid_cells()[:num_samples], startup=startup)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.asha["grace_period"],
                                reduction_factor=space.asha["reduction_factor"])
                  if space.asha else FIFOScheduler())
@@ -409,18 +412,6 @@ def run_config(exp_dir: Path, reporter=None):
 def trial_dirname(trial) -> str:
     """Short trial dirs (Ray's default name repeats the whole config)."""
     return f"trial_{trial.trial_id}"
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("uclser-tune", "torch", "ray", "optuna", "numpy", "librosa"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
 
 
 if __name__ == "__main__":

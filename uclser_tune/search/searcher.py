@@ -5,7 +5,8 @@ a result, ASHA-stopped ones included; and after ``Tuner.restore`` the journal ca
 snapshot, so reporting to a trial the study already closed raises. This subclass tells PRUNED when a
 trial stopped before its epoch budget (intermediate values kept), FAIL on errors and non-finite
 values, skips trials the study has already finished, and on restore closes study trials that Ray
-never snapshotted (they will not come back) as FAIL.
+never snapshotted (they will not come back) as FAIL. A sampled search's first trials are a balanced
+start-up design (``SearchSpace.startup_design``), enqueued with the fresh study.
 
 Grids: Optuna's GridSampler calls ``study.stop()`` once the grid is used up, which raises outside
 ``study.optimize`` and so errors the last trial. Instead every cell is enqueued once in a fresh study,
@@ -58,15 +59,16 @@ class StudySearch(OptunaSearch):
     experiment_dir: ClassVar[Path]
 
     def __init__(self, *args: Any, storage_url: str, grid_cells: list[dict[str, Any]] | None = None,
-                 **kwargs: Any) -> None:
+                 startup: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
         self._storage_url = storage_url
         self._grid_cells = grid_cells or []
+        self._startup = startup or []
         super().__init__(*args, storage=storage_from(storage_url, self.experiment_dir), **kwargs)
 
     def _setup_study(self, mode: str) -> None:
         super()._setup_study(mode)
-        if self._grid_cells and not self._ot_study.get_trials(deepcopy=False):
-            for cell in self._grid_cells:
+        if not self._ot_study.get_trials(deepcopy=False):  # a fresh study: a resumed one keeps its queue
+            for cell in self._grid_cells or self._startup:
                 self._ot_study.enqueue_trial(cell)
 
     def suggest(self, trial_id: str) -> dict | str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 
@@ -22,7 +23,8 @@ from uclser_tune.config import OP_NAMES, ConfigError, RunConfig, config_from_dic
 from uclser_tune.views.ops import validate_op_params
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-TOP_KEYS = {"description", "base", "params", "ops", "variants", "epochs", "asha", "trials", "resources", "sampler"}
+TOP_KEYS = {"description", "base", "params", "ops", "variants", "epochs", "asha", "trials", "resources", "sampler",
+            "startup"}
 ORDERS = ("fixed", "lehmer", "random_keys", "random_per_sample")
 VIEW_KEYS_OF_OPS = {"views.ops", "views.order", "views.op_params"}
 
@@ -111,6 +113,7 @@ class SearchSpace:
     resources: dict[str, float]
     sampler: str
     digest: str
+    startup: str = "design"
 
     # ------------------------------------------------------------------ sampling
     def define_by_run(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -144,6 +147,41 @@ class SearchSpace:
         return {"views.ops": [op for op in order if op in on],
                 "views.order": "random_per_sample" if self.order == "random_per_sample" else "fixed",
                 "views.op_params": {op: p for op, p in op_params.items() if p}}
+
+    def two_level_factors(self) -> dict[str, list]:
+        """The Optuna params with exactly two choices: ops' ``use_<op>`` flags and two-way categoricals
+        such as ``views.mixback`` (conditional ones included: they stay balanced where they apply)."""
+        out = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) == 2}
+        out.update({f"use_{op}": d.choices for op, d in self.use.items()
+                    if isinstance(d, Dist) and d.kind == "categorical" and len(d.choices) == 2})
+        return out
+
+    def startup_design(self, num_samples: int, seed: int) -> list[dict[str, Any]]:
+        """The first trials of a sampled search: a two-level orthogonal array over the two-level factors.
+
+        An adaptive sampler soon stops trying the levels it learns to avoid, so the ops it keeps on are
+        on in nearly every trial and each other's proxies, and their effects cannot be read afterwards.
+        The columns of a Sylvester-Hadamard matrix (Plackett-Burman) put every factor on in half of
+        these trials and every pair in all four combinations equally often, so on/off effects are
+        estimable and uncorrelated however the sampler goes on. The other params of these trials are
+        the sampler's start-up (random) draws. None when the search is too short to spend a third of it
+        on the design, or the space says ``startup: sampler`` (then the sampler's own start-up applies)."""
+        factors = self.two_level_factors()
+        if self.sampler == "grid" or self.startup != "design" or not factors:
+            return []
+        runs = 8
+        while runs <= len(factors):
+            runs *= 2
+        if 3 * runs > num_samples:
+            return []
+        hadamard = np.ones((1, 1), dtype=int)
+        while len(hadamard) < runs:
+            hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+        rng = np.random.default_rng(seed)
+        columns = rng.permutation(np.arange(1, runs))[: len(factors)]
+        design = hadamard[rng.permutation(runs)][:, columns] * rng.choice([-1, 1], size=len(factors))
+        return [{name: choices[int(level > 0)] for name, choices, level in zip(factors, factors.values(), row)}
+                for row in design]
 
     def build(self, values: dict[str, Any]) -> RunConfig:
         """The run config of fixed base values plus sampled ones (dotted keys)."""
@@ -356,8 +394,11 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     if sampler == "grid":
         if not variants or any(d.kind != "categorical" for d in params.values()) or candidates:
             raise SpaceError("sampler: grid needs variants, categorical params only and no ops block")
+    startup = raw.get("startup", "design")
+    if startup not in ("design", "sampler"):
+        raise SpaceError(f"startup: got {startup!r}; allowed: design, sampler")
     space = SearchSpace(path, base, params, candidates, use, magnitudes, order, variants, epochs, asha, trials,
-                        resources, sampler, digest)
+                        resources, sampler, digest, startup)
     _check_configs(space)
     return space
 
