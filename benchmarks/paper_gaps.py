@@ -273,12 +273,12 @@ def report(gaps: list[dict[str, Any]], final: list[dict[str, Any]], seeds: list[
     return "\n".join(lines) + "\n"
 
 
-def git_commit() -> str:
-    """HEAD, marked when the library or this script differ from it (the runs use the working tree)."""
+def git_commit(script: str = __file__) -> str:
+    """HEAD, marked when the library or the script differ from it (the runs use the working tree)."""
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], check=False, capture_output=True, text=True).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--", "uclser_tune", "benchmarks/paper_gaps.py")
+    dirty = git("status", "--porcelain", "--", "uclser_tune", script)
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
 
 

@@ -2,11 +2,20 @@
 
 FSDnoisy18k cannot be downloaded everywhere and is 18 GB; this generator lets a user see the whole
 system work first. It writes 20 classes of sound events with real within-class variation (pitch,
-timbre, envelope, event rate), clip lengths from 0.3 s to 10 s drawn from the same distribution for
-every class (length is no label shortcut), and per-clip nuisances that are constant within a clip
-(background noise, channel colouration, gain): two patches of one clip share them, so a contrastive
-model can match views by the nuisance instead of the sound event. That is the shortcut mix-back and
-augmentation are meant to break, and the reason the paper's ablations show up on this data.
+timbre, envelope, event rate) and clip lengths shaped like FSDnoisy18k's (log-normal around 3 s, from
+0.3 s up to the size's longest clip, few of 1 s or less), drawn alike for every class (length is no
+label shortcut).
+
+Version 3 (issue 14) makes the two things the paper's ablations rest on explicit:
+- within-clip variation: two patches of one clip are different instances of one source, not copies.
+  Each clip draws a source (every parameter of its class's generator: pitch, timbre, decay, rate),
+  and every one-shot event, and every 0.5-2 s segment of a texture (cross-faded), draws its own
+  parameters around that source (a jitter of 10 % of each parameter's range) with fresh noise, level
+  and timing. Different clips of a class are different sources, as different dogs bark differently.
+- per-clip nuisances, constant within a clip and varying between clips of one class: background noise,
+  channel colouration and gain. Two patches of one clip share them, so a contrastive model can match
+  views by the nuisance instead of the sound event: the shortcut mix-back (a background from another
+  clip) and the augmentations are there to break.
 
 Deterministic: every clip draws from its own ``numpy`` generator seeded by (seed, clip index), and
 WAVs carry no timestamps, so the same seed and size give byte-identical files.
@@ -30,7 +39,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 
 SR = 22_050
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 LABEL_NOISE = 0.3  # share of noisy-split rows whose label is another class, chosen uniformly
 NOISY_SMALL = 0.05  # share of noisy rows flagged noisy_small=1 (FSDnoisy18k has such a subset)
 
@@ -38,9 +47,14 @@ NOISY_SMALL = 0.05  # share of noisy rows flagged noisy_small=1 (FSDnoisy18k has
 SIZES = {
     "tiny": (10, 3, 3, 3.0),
     "small": (100, 12, 10, 10.0),
-    "full": (791, 89, 47, 10.0),
+    "full": (791, 89, 47, 30.0),
 }
 MIN_SECONDS = 0.3
+MEDIAN_SECONDS, LOG_SD = 3.0, 0.75  # log-normal clip lengths: about 7 % of clips are 1 s or shorter
+SEGMENT_SECONDS = (0.5, 2.0)  # a texture's segments, each with its own parameters
+FADE_SECONDS = 0.05
+JITTER = 0.1  # sd of an event's or segment's parameter around its clip's source, in units of the range
+NOISE_SIZE = 16  # a uniform draw of more values than this is waveform noise, not a parameter
 
 
 def _env(n: int, attack: float, decay: float) -> np.ndarray:
@@ -63,6 +77,32 @@ def _noise(rng: np.random.Generator, n: int, lowpass: float = 0.0) -> np.ndarray
 def _sweep(n: int, f_start: float, f_end: float) -> np.ndarray:
     f = np.geomspace(f_start, f_end, n)
     return np.sin(2 * np.pi * np.cumsum(f) / SR)
+
+
+class SourceDraws:
+    """The random draws of one event or texture segment: parameters near the clip's source, fresh noise.
+
+    The generators below draw their parameters with ``uniform``. Here each such draw is the source's
+    value (the same sequence for every event of the clip: a generator re-seeded with the clip's source
+    seed) plus a Gaussian jitter of ``JITTER`` of the range, clipped to it. Waveform noise (``random``,
+    ``standard_normal``, long ``uniform`` draws) comes fresh from the clip's own generator and does not
+    consume source draws, so the source sequence stays aligned across events of different lengths."""
+
+    def __init__(self, source_seed: int, fresh: np.random.Generator) -> None:
+        self._source = np.random.default_rng(source_seed)
+        self._fresh = fresh
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: int | None = None):
+        if size is not None and size > NOISE_SIZE:
+            return self._fresh.uniform(low, high, size)
+        u = self._source.random(size) + self._fresh.normal(0.0, JITTER, size)
+        return low + (high - low) * np.clip(u, 0.0, 1.0)
+
+    def random(self, size: int | None = None):
+        return self._fresh.random(size)
+
+    def standard_normal(self, size: int | None = None):
+        return self._fresh.standard_normal(size)
 
 
 # --- one-shot events: (rng) -> short waveform; placed repeatedly in a clip -----------------------
@@ -195,15 +235,17 @@ TEXTURES: dict[str, Callable] = {
     "engine": engine, "wind": wind, "hum": hum, "whistle": whistle, "siren": siren,
     "fizz": fizz, "trill": trill, "squeak": squeak, "tearing": tearing,
 }
-# events per second: sparse one-shots vs dense trains (rain, clicks) vs regular steps
+# events per second: one-shots (1-2.5 per s, so that most 1 s patches hold one) vs dense trains (rain,
+# clicks) vs regular steps
 RATES = {"rain": (20, 60), "clicks": (5, 25), "footsteps": (1.5, 2.5), "knock": (2, 6)}
 CLASSES = sorted([*EVENTS, *TEXTURES])
 
 
-def _events(r: np.random.Generator, name: str, n: int) -> np.ndarray:
-    """Events at random (or, for footsteps, near-regular) times, so patches of a clip differ."""
+def _events(r: np.random.Generator, name: str, n: int, source: int) -> np.ndarray:
+    """Events of one source at random (or, for footsteps, near-regular) times, so patches of a clip
+    differ."""
     out = np.zeros(n)
-    lo, hi = RATES.get(name, (0.4, 1.5))
+    lo, hi = RATES.get(name, (1.0, 2.5))
     if name == "footsteps":  # one step per period over the whole clip, with a little timing jitter
         period = SR / r.uniform(lo, hi)
         grid = np.arange(r.uniform(0, period), n, period)
@@ -212,24 +254,35 @@ def _events(r: np.random.Generator, name: str, n: int) -> np.ndarray:
         count = max(1, r.poisson(r.uniform(lo, hi) * n / SR))
         starts = np.sort(r.integers(0, max(1, n - SR // 10), count))
     for s in starts:
-        e = EVENTS[name](r) * r.uniform(0.5, 1.0)
+        e = EVENTS[name](SourceDraws(source, r)) * r.uniform(0.5, 1.0)
         m = min(len(e), n - s)
         out[s : s + m] += e[:m]
     return out
 
 
-def _texture(r: np.random.Generator, name: str, n: int) -> np.ndarray:
-    """A texture with slow level changes and gaps, so long clips vary over time."""
-    x = TEXTURES[name](r, n)
+def _texture(r: np.random.Generator, name: str, n: int, source: int) -> np.ndarray:
+    """A texture as a chain of segments, each with its own parameters around the source (cross-faded),
+    and slow level changes, so that two patches of a long clip are different instances of the source."""
+    fade = int(FADE_SECONDS * SR)
+    x, at = np.zeros(n), 0
+    while at < n:
+        m = min(n - at, int(r.uniform(*SEGMENT_SECONDS) * SR)) + fade
+        seg = TEXTURES[name](SourceDraws(source, r), m)
+        seg = seg / (np.sqrt(np.mean(seg**2)) + 1e-9) * np.minimum(1.0, np.arange(m)[::-1] / fade if at + m < n else 1.0)
+        if at:
+            seg[:fade] *= np.arange(fade) / fade
+        x[at : at + m] += seg[: n - at]
+        at += m - fade
     knots = max(2, int(n / SR) + 2)
-    level = np.interp(np.arange(n), np.linspace(0, n, knots), r.uniform(0.1, 1.0, knots))
+    level = np.interp(np.arange(n), np.linspace(0, n, knots), r.uniform(0.4, 1.0, knots))
     return x * level
 
 
 def render(label: str, rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """One clip: the sound event, then the per-clip nuisances (colouration, background, gain)."""
+    """One clip: one source's sound events, then the per-clip nuisances (colouration, background, gain)."""
     n = int(seconds * SR)
-    x = _events(rng, label, n) if label in EVENTS else _texture(rng, label, n)
+    source = int(rng.integers(2**32))
+    x = _events(rng, label, n, source) if label in EVENTS else _texture(rng, label, n, source)
     x = x / (np.sqrt(np.mean(x**2)) + 1e-9)
     # channel colouration: a random stable biquad-like filter (mic/room), fixed for the clip
     b = [1.0, rng.uniform(-0.9, 0.9), rng.uniform(-0.5, 0.5)]
@@ -255,7 +308,7 @@ def _plan(seed: int, size: str) -> list[dict]:
     ids = rng.permutation(len(rows)) + 1000
     for i, row in enumerate(rows):
         row["fname"] = f"{ids[i]}.wav"
-        row["seconds"] = float(np.exp(rng.uniform(np.log(MIN_SECONDS), np.log(max_s))))
+        row["seconds"] = float(np.clip(np.exp(rng.normal(np.log(MEDIAN_SECONDS), LOG_SD)), MIN_SECONDS, max_s))
         label = row["cls"]
         if row["split"] == "noisy" and rng.random() < LABEL_NOISE:
             label = (label + rng.integers(1, len(CLASSES))) % len(CLASSES)
