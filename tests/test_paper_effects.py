@@ -1,0 +1,86 @@
+"""``benchmarks.paper_effects`` (the paper's three claims in one command) and ``benchmarks.transfer``
+(the drum set): their statistics against hand computations, and a quick run of each on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from benchmarks.paper_effects import CLAIMS, COLUMNS, claim_rows
+from benchmarks.transfer import logmel_mean_std
+from tests.conftest import make_clips
+
+
+def test_claims_are_paired_t_tests_holm_corrected_by_hand():
+    rng = np.random.default_rng(0)
+    seeds = [0, 1, 2, 3]
+    shift = {"default": 0.0, "same": -0.08, "no_da": -0.01, "no_mixback": 0.05}  # default − b: -0.08, -0.01, +0.05
+    best = {(v, s): 0.5 - shift[v] + rng.normal(0, 0.01) for v in shift for s in seeds}
+    rows = claim_rows(best, seeds)
+    assert [r["claim"] for r in rows] == [c for c, _, _ in CLAIMS]
+    ps = []
+    for row, (_, a, b) in zip(rows, CLAIMS):
+        d = np.array([best[a, s] - best[b, s] for s in seeds])
+        res = stats.ttest_rel([best[a, s] for s in seeds], [best[b, s] for s in seeds])
+        ci = res.confidence_interval(0.95)
+        assert row["diff"] == pytest.approx(d.mean()) and row["n"] == 4
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert row["mean_a"] - row["mean_b"] == pytest.approx(d.mean())
+        ps.append(res.pvalue)
+    order = np.argsort(ps)
+    holm = np.maximum.accumulate([min(1, (3 - i) * ps[j]) for i, j in enumerate(order)])
+    assert [rows[j]["p_holm"] for j in order] == pytest.approx(list(holm))
+    # a significant negative gap does not hold; a significant positive one does
+    assert rows[0]["p_holm"] < 0.05 and [r["holds"] for r in rows] == [False, False, True]
+
+
+def test_logmel_mean_std_by_hand():
+    clips = make_clips(n=5, seed=3)
+    got = logmel_mean_std(clips.subset([4, 0, 2, 1, 3]))  # not in frame order: offsets are honoured
+    want = []
+    for i in [4, 0, 2, 1, 3]:
+        f = clips.frames[clips.offsets[i]:clips.offsets[i] + clips.lengths[i]].double().numpy()
+        want.append(np.concatenate([f.mean(0), f.std(0)]))
+    want = np.array(want)
+    want = (want - want.mean(0)) / (want.std(0, ddof=1) + 1e-8)
+    assert torch.allclose(got, torch.from_numpy(want).float(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store):
+    work, out = tmp_path / "work", tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmarks.paper_effects", "--size", "tiny", "--epochs", "1", "--seeds", "0", "1",
+           "--work", str(work), "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("epochs in") == 8
+    with open(out / "paper_effects.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == COLUMNS and [r["claim"] for r in rows] == [c for c, _, _ in CLAIMS]
+    assert all(r["n"] == "2" for r in rows) and (out / "paper_effects.png").stat().st_size > 0
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0 and "epochs in" not in again.stdout  # every run finished: none is re-run
+    with open(out / "paper_effects.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+    if "DRUM_HITS_DIR" not in os.environ:
+        pytest.skip("DRUM_HITS_DIR not set (.ci/run sets it): the transfer half needs the drum set")
+    tr = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
+                         "--weights", str(work), "--out", str(tmp_path / "tr")], capture_output=True, text=True,
+                        timeout=600, check=False)
+    assert tr.returncode == 0, tr.stderr[-3000:]
+    with open(tmp_path / "tr" / "transfer.csv") as f:
+        got = {(r["encoder"], r["split"]) for r in csv.DictReader(f)}
+    assert got == {(e, s) for e in ("pretrained", "random_init", "logmel_mean_std") for s in ("test", "val")}
+
+
+def test_bad_arguments_exit_2_before_any_run(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects", "--seeds", "0", "--work",
+                          str(tmp_path / "w")], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and run.stderr.startswith("error: ") and not (tmp_path / "w").exists()
