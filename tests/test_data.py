@@ -17,7 +17,7 @@ import torch
 from uclser_tune.data.features import EPS, HOP, N_FFT, N_MELS, SR, WIN, logmel, preprocess
 from uclser_tune.data.fsd import DatasetError, read_dataset
 from uclser_tune.data.store import FeatureStore, build_store
-from uclser_tune.data.synth import CLASSES, LABEL_NOISE, generate
+from uclser_tune.data.synth import CLASSES, JITTER, LABEL_NOISE, SourceDraws, _plan, generate
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -54,6 +54,26 @@ def test_synth_is_deterministic(synth, tmp_path):
     assert digest(tmp_path / "a") == digest(synth)
     generate(tmp_path / "b", seed=4, size="tiny", progress=False)
     assert digest(tmp_path / "b") != digest(synth)
+
+
+def test_synth_v3_events_of_a_clip_are_one_source_and_clips_are_many():
+    """Two events of one clip draw their parameters around the clip's source (sd JITTER of the range);
+    two clips' sources are independent draws over the whole range. Waveform noise is fresh per event."""
+    fresh = np.random.default_rng(0)
+
+    def params(source: int) -> np.ndarray:
+        d = SourceDraws(source, fresh)
+        return np.concatenate([[d.uniform(110, 440)], d.uniform(0.3, 1.0, 8)])
+
+    within = np.array([params(7) - params(7) for _ in range(200)])
+    between = np.array([params(s) - params(s + 1000) for s in range(200)])
+    assert within[:, 0].std() == pytest.approx(np.sqrt(2) * JITTER * 330, rel=0.2)
+    assert between[:, 0].std() > 3 * within[:, 0].std()
+    d1, d2 = SourceDraws(7, fresh), SourceDraws(7, fresh)
+    assert not np.array_equal(d1.standard_normal(100), d2.standard_normal(100))  # noise is fresh
+    assert d1.uniform(0, 1, 100).std() > 0.2  # a long draw is noise, not a jittered parameter
+    seconds = np.array([r["seconds"] for r in _plan(0, "full")])
+    assert 0.03 < (seconds <= 1).mean() < 0.12 and 2.5 < np.median(seconds) < 3.5 and seconds.max() <= 30
 
 
 def test_reader_splits(synth):

@@ -12,10 +12,12 @@ Version 3 (issue 14) makes the two things the paper's ablations rest on explicit
   and every one-shot event, and every 0.5-2 s segment of a texture (cross-faded), draws its own
   parameters around that source (a jitter of 10 % of each parameter's range) with fresh noise, level
   and timing. Different clips of a class are different sources, as different dogs bark differently.
-- per-clip nuisances, constant within a clip and varying between clips of one class: background noise,
-  channel colouration and gain. Two patches of one clip share them, so a contrastive model can match
-  views by the nuisance instead of the sound event: the shortcut mix-back (a background from another
-  clip) and the augmentations are there to break.
+- per-clip nuisances that vary between clips of one class: channel colouration, background noise
+  (its level drifting over the clip) and gain (with a slow drift). Two patches of one clip share the
+  channel and the background's colour, so a contrastive model can match views by the nuisance instead
+  of the sound event: the shortcut mix-back (a background from another clip) and the augmentations
+  are there to break. The drifts keep the background and the level from being a better cue between
+  two distant patches of a clip than the source itself.
 
 Deterministic: every clip draws from its own ``numpy`` generator seeded by (seed, clip index), and
 WAVs carry no timestamps, so the same seed and size give byte-identical files.
@@ -289,10 +291,16 @@ def render(label: str, rng: np.random.Generator, seconds: float) -> np.ndarray:
     a = [1.0, rng.uniform(-0.6, 0.6)]
     x = lfilter(b, a, x)
     x /= np.sqrt(np.mean(x**2)) + 1e-9
-    # stationary coloured background at a random SNR
+    # coloured background at a random SNR whose level drifts over the clip (knots every 0.5 s), so it is
+    # a weaker cue between two distant patches of a clip than the source itself
     bg = _noise(rng, n, rng.uniform(0.0, 0.95))
+    knots = max(2, int(2 * n / SR) + 2)
+    bg *= np.interp(np.arange(n), np.linspace(0, n, knots), rng.uniform(0.1, 1.0, knots))
     bg /= np.sqrt(np.mean(bg**2)) + 1e-9
     x = x + bg * 10 ** (-rng.uniform(5, 30) / 20)
+    # gain: a clip level of -1 to -20 dB with a slow drift of up to 6 dB (knots every second)
+    knots = max(2, int(n / SR) + 2)
+    x = x * 10 ** (np.interp(np.arange(n), np.linspace(0, n, knots), rng.uniform(-6, 0, knots)) / 20)
     x = x / (np.abs(x).max() + 1e-9) * 10 ** (-rng.uniform(1, 20) / 20)
     return x.astype(np.float32)
 
