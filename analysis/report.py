@@ -39,6 +39,9 @@ def header(exp: Experiment) -> list[str]:
              (f"- trials: {len(exp.table)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); table "
              f"{exp.table_source}"),
              f"- epoch budget {exp.max_epochs}; ASHA rungs {rungs}"]
+    if exp.meta.get("startup_design"):
+        lines.append(f"- the first {exp.meta['startup_design']} trials: the space's balanced start-up design "
+                     "(every on/off parameter on in half of them, every pair balanced), then the sampler")
     if exp.partial:
         lines.append(f"- **partial**: {counts['RUNNING']} trial(s) still RUNNING; "
                      "analysed as far as they got")

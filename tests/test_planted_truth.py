@@ -1,5 +1,6 @@
 """The analysis recovers a planted truth: a small version of issue 13's "Done when" search (augs.yaml
-with ``--surrogate``, ASHA, 1 CPU per trial, Ray on 127.0.0.8) with a TRUTH file of its own, checked
+with ``--surrogate``, 48 trials of which the first 16 are the start-up design, ASHA, 1 CPU per trial,
+Ray on 127.0.0.8) with a TRUTH file of its own, checked
 claim by claim with ``analysis.recovery``, and the CLI's report reading the same rows."""
 
 import subprocess
@@ -31,14 +32,18 @@ def test_small_planted_truth_search_is_recovered(tmp_path):
     truth.write_text(TRUTH)
     cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "augs.yaml", "--surrogate", str(truth),
            "--name", "planted", "--storage-path", str(tmp_path / "runs"), "--node-ip-address", "127.0.0.8",
-           "--num-samples", "32", "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2",
+           "--num-samples", "48", "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2",
            "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "runs" / "planted"
     table = pd.read_parquet(exp / "trials.parquet")
-    assert len(table) == 32 and "PRUNED" in set(table.status)
+    assert len(table) == 48 and "PRUNED" in set(table.status)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="planted", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(exp / "optuna.journal"))))
+    first = pd.DataFrame([t.params for t in sorted(study.trials, key=lambda t: t.number)[:16]])
+    assert (first.filter(like="use_").mean() == 0.5).all()  # the start-up design: each op on in 8 of 16
     claims = recovery.check(exp, truth)
     assert [c.claim for c in claims] == [
         "best_config.yaml has the planted best level of every effect >= 4 noise sd",

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides,
             "storage": args.storage_url or "journal:optuna.journal", "study_name": exp_dir.name,
             "sampler_seed": args.seed, "num_samples": num_samples, "asha": space.asha,
+            "startup_design": len(space.startup_design(num_samples, args.seed)),
             "surrogate": truth and truth.digest, "surrogate_file": truth and str(truth.path)}
     try:
         cluster_config = read_cluster_config(args)
