@@ -22,6 +22,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from scipy import stats
 
 from analysis.load import Experiment
+from uclser_tune.evaluation.stats import holm
 
 LEVEL = 0.95
 MIN_N = 3  # a comparison with fewer trials on either side is flagged as too small to read
@@ -45,19 +46,6 @@ class Term:
     n_level: int
     n_reference: int
     magnitude: bool = False
-
-
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjustment of the finite p-values (NaN stays NaN)."""
-    p = np.asarray(p, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    running = 0.0
-    for i, idx in enumerate(order):
-        running = max(running, min(1.0, (len(order) - i) * p[idx]))
-        out[idx] = running
-    return out
 
 
 def is_grid(table: pd.DataFrame) -> bool:

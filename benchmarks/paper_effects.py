@@ -45,6 +45,7 @@ import torch
 from benchmarks.paper_gaps import git_commit, t_interval
 from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.data.store import open_store
+from uclser_tune.evaluation.stats import holm
 from uclser_tune.training import pretrain
 from uclser_tune.versions import versions
 
@@ -93,8 +94,6 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
 
 
 def claim_rows(best: dict[tuple[str, int], float], seeds: list[int]) -> list[dict[str, Any]]:
-    from analysis.stats import holm
-
     rows = []
     for claim, a, b in CLAIMS:
         diffs = [best[a, s] - best[b, s] for s in seeds]

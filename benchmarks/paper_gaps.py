@@ -42,6 +42,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from uclser_tune.config import RunConfig, config_from_dict
@@ -49,6 +50,7 @@ from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.knn import knn_predict
 from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
 from uclser_tune.evaluation.patches import embed_patches
+from uclser_tune.evaluation.stats import holm
 from uclser_tune.training import build_model, pretrain
 from uclser_tune.training.runtime import amp_dtype as resolve_amp_dtype
 from uclser_tune.training.runtime import use_channels_last
@@ -144,16 +146,6 @@ def t_interval(diffs: list[float]) -> tuple[float, float, float, float]:
     half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
     p = math.nan if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
     return mean, mean - half, mean + half, p
-
-
-def holm(ps: list[float]) -> list[float]:
-    """Holm step-down adjusted p-values (NaN stays NaN and does not count)."""
-    order = sorted((p, i) for i, p in enumerate(ps) if not math.isnan(p))
-    out, running = [math.nan] * len(ps), 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        out[i] = running
-    return out
 
 
 def load_runs(work: Path, partial: bool) -> tuple[list[dict[str, Any]], list[int]]:
@@ -290,7 +282,7 @@ def aggregate(args: argparse.Namespace) -> int:
     gaps = gap_rows(rows, seeds)
     last = max(r["epoch"] for r in rows)
     final = [dict(g) for g in gaps if g["kind"] == "gap" and g["epoch"] == last]
-    for g, p in zip(final, holm([g["p"] for g in final])):
+    for g, p in zip(final, holm(np.array([g["p"] for g in final]))):
         g["p_holm"] = p
     clips = {r["group"]: r["clips"] for r in rows}
     recorded = args.work / "commit.txt"

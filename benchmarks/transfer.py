@@ -39,6 +39,7 @@ from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.knn import knn_predict
 from uclser_tune.evaluation.metrics import balanced_accuracy
 from uclser_tune.evaluation.patches import evaluate_knn
+from uclser_tune.evaluation.stats import holm
 from uclser_tune.training import build_model
 
 SPLITS = ("test", "val")
@@ -107,14 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from analysis.stats import holm
+    def acc(encoder: str, split: str) -> dict:
+        return {r["seed"]: r["knn_bacc"] for r in rows if r["encoder"] == encoder and r["split"] == split}
 
     out = []
     for split in SPLITS:
-        def acc(encoder: str) -> dict:
-            return {r["seed"]: r["knn_bacc"] for r in rows if r["encoder"] == encoder and r["split"] == split}
-
-        pre, rnd, base = acc("pretrained"), acc("random_init"), acc("logmel_mean_std")[""]
+        pre, rnd, base = acc("pretrained", split), acc("random_init", split), acc("logmel_mean_std", split)[""]
         for other, diffs in (("random_init", [pre[s] - rnd[s] for s in pre]),
                              ("logmel_mean_std", [pre[s] - base for s in pre])):
             diff, lo, hi, p = t_interval(diffs)

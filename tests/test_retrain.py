@@ -97,7 +97,7 @@ def test_summary_is_the_hand_computation(retrained):
     assert row["p"] == pytest.approx(paired_p_two_seeds(list(a), list(b)), nan_ok=True)
     assert math.isnan(summary.loc[("default", "knn_val"), "diff"])
     md = (out / "summary.md").read_text()
-    assert "p-value" in md
+    assert "paired t-test" in md and "Holm" in md and "p_holm=" in md
     assert md.index("| trial_1") < md.index("| default") < md.index("| random_init")  # the runs' order
 
 
@@ -135,6 +135,11 @@ def test_summarise_paired_difference():
     assert s.loc[("x", "knn_val"), "diff"] == pytest.approx(0.1333333, rel=1e-5)
     # d = 0.1, 0.2, 0.1: t = (0.4/3) / (0.057735 / √3) = 4.0 with 2 degrees of freedom, p = 1 - t/√(2 + t²)
     assert s.loc[("x", "knn_val"), "p"] == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-4)
+    # its 95 % interval: mean ± t(0.975, 2) · sd / √3 with t(0.975, 2) = 4.302653
+    half = 4.302653 * 0.0577350 / math.sqrt(3)
+    assert (s.loc[("x", "knn_val"), "ci_low"], s.loc[("x", "knn_val"), "ci_high"]) == pytest.approx(
+        (0.1333333 - half, 0.1333333 + half), rel=1e-5)
+    assert s.loc[("x", "knn_val"), "p_holm"] == pytest.approx(s.loc[("x", "knn_val"), "p"])  # one metric: no change
     # the same difference on every seed (up to float rounding): no t statistic, p stays NaN
     same = pd.DataFrame({"name": ["default"] * 2 + ["y"] * 2, "seed": [0, 1] * 2, "knn_val": [0.05, 0.15, 0.1, 0.2]})
     row = summarise(same).set_index(["name", "metric"]).loc[("y", "knn_val")]

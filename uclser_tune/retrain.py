@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
 from uclser_tune.data.fsd import DatasetError
+from uclser_tune.evaluation.stats import holm
 from uclser_tune.search.results import ExperimentError
 from uclser_tune.train import check_data
 from uclser_tune.training.downstream import CHECKPOINT_FILES, TASKS
@@ -243,8 +245,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------- summary
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per config and metric: mean, sd, n, and the difference to the default with a paired t-test over
-    the seeds both have (p is NaN with fewer than 2 common seeds or identical differences)."""
+    """Per config and metric: mean, sd, n, and the difference to the default with its 95 % interval and a
+    paired t-test over the seeds both have (NaN with fewer than 2 common seeds or identical differences),
+    its p Holm-corrected over the config's metrics."""
     from scipy import stats
 
     rows = []
@@ -257,23 +260,31 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             if values.empty:
                 continue
             row = {"name": name, "metric": metric, "mean": values.mean(), "sd": values.std(ddof=1),
-                   "n": len(values), "diff": math.nan, "p": math.nan}
+                   "n": len(values), "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
             if name != DEFAULT and metric in base:
                 common = values.index.intersection(base[metric].dropna().index)
                 if len(common):
                     delta = values[common] - base.loc[common, metric]
                     row["diff"] = delta.mean()
                     if len(common) >= 2 and delta.std() > 1e-9:  # identical differences: no t statistic
-                        row["p"] = float(stats.ttest_rel(values[common], base.loc[common, metric]).pvalue)
+                        res = stats.ttest_rel(values[common], base.loc[common, metric])
+                        ci = res.confidence_interval(0.95)
+                        row.update(p=float(res.pvalue), ci_low=float(ci.low), ci_high=float(ci.high))
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):  # Holm over the metrics of each config against the default
+        out["p_holm"] = np.nan
+        for name, idx in out.groupby("name").groups.items():
+            out.loc[idx, "p_holm"] = holm(out.loc[idx, "p"].to_numpy())
+    return out
 
 
 def markdown(summary: pd.DataFrame, scope: str) -> str:
     def cell(r: pd.Series) -> str:
         text = f"{r['mean']:.4f} ± {r['sd']:.4f}" if r["n"] > 1 else f"{r['mean']:.4f}"
         if not math.isnan(r["diff"]):
-            text += f" ({r['diff']:+.4f}" + (f", p={r['p']:.3g})" if not math.isnan(r["p"]) else ")")
+            text += f" ({r['diff']:+.4f}" + (f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], p_holm={r['p_holm']:.3g})"
+                                             if not math.isnan(r["p"]) else ")")
         return text
 
     wide = summary.assign(cell=summary.apply(cell, axis=1)).pivot(index="name", columns="metric", values="cell")
@@ -282,7 +293,8 @@ def markdown(summary: pd.DataFrame, scope: str) -> str:
     wide.insert(0, "seeds", n)
     lines = [f"# Retraining: {scope}", "",
              ("Balanced accuracy, mean ± sd over seeds; in brackets the mean paired difference to `default` "
-              "(the paper's settings) and the p-value of a paired t-test over seeds."), "",
+              "(the paper's settings), its 95 % t-interval and the paired t-test's p over seeds, Holm-corrected "
+              "over the metrics of that config."), "",
              wide.reset_index().to_markdown(index=False), "", "Metrics:"]
     lines += [f"- `{m}`: {DESCRIPTIONS[m]}" for m in HEADLINE if m in wide.columns]
     lines.append(f"- `{RANDOM_INIT}`: the same encoder trained from random initialisation (supervised baseline); "
