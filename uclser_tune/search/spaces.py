@@ -338,10 +338,10 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
         if op in candidates[:i]:
             raise SpaceError(f"ops.candidates[{i}]: op {op!r} appears twice in the order")
     if candidates and (VIEW_KEYS_OF_OPS & set(base)):
-        raise SpaceError(f"base.{sorted(VIEW_KEYS_OF_OPS & set(base))[0]}: set by the ops block; remove it from base")
+        raise SpaceError(f"base.{min(VIEW_KEYS_OF_OPS & set(base))}: set by the ops block; remove it from base")
     use_raw = ops.get("use", "search")
     if isinstance(use_raw, dict) and set(use_raw) - set(candidates):
-        raise SpaceError(f"ops.use.{sorted(set(use_raw) - set(candidates))[0]}: not among ops.candidates")
+        raise SpaceError(f"ops.use.{min(set(use_raw) - set(candidates))}: not among ops.candidates")
     use: dict[str, Dist | bool] = {}
     for op in candidates:
         value = use_raw.get(op, "search") if isinstance(use_raw, dict) else use_raw
@@ -391,9 +391,8 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     sampler = raw.get("sampler", "tpe")
     if sampler not in ("tpe", "grid", "random"):
         raise SpaceError(f"sampler: got {sampler!r}; allowed: tpe, grid, random")
-    if sampler == "grid":
-        if not variants or any(d.kind != "categorical" for d in params.values()) or candidates:
-            raise SpaceError("sampler: grid needs variants, categorical params only and no ops block")
+    if sampler == "grid" and (not variants or any(d.kind != "categorical" for d in params.values()) or candidates):
+        raise SpaceError("sampler: grid needs variants, categorical params only and no ops block")
     startup = raw.get("startup", "design")
     if startup not in ("design", "sampler"):
         raise SpaceError(f"startup: got {startup!r}; allowed: design, sampler")
@@ -410,7 +409,7 @@ def _check_configs(space: SearchSpace) -> None:
         for key, dist in space.params.items():
             for value in dist.examples():
                 space.build({key: value})
-        for name, values in space.variants.items():
+        for values in space.variants.values():
             space.build(values)
         if space.candidates:
             space.build({"views.ops": list(space.candidates)})
