@@ -286,7 +286,7 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     from uclser_tune.data.store import open_store
     from uclser_tune.search import results
     from uclser_tune.search.searcher import StudySearch
-    from uclser_tune.search.state import StateError, prepare_resume
+    from uclser_tune.search.state import StateError, prepare_resume, storage_fs
     from uclser_tune.search.trainable import run_trial, surrogate_trial
 
     # Ray's experiment snapshot after every event: a trial keeps only its last two checkpoints, so a
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
     StudySearch.experiment_dir = exp_dir
-    resume = tune.Tuner.can_restore(str(exp_dir))
+    resume = tune.Tuner.can_restore(str(exp_dir), storage_filesystem=storage_fs())
     try:
         if resume:
             for note in prepare_resume(exp_dir):
@@ -339,7 +339,8 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     trainable = tune.with_resources(trial_fn, {"cpu": cpus, "gpu": gpus})
     if resume:
         print(f"resuming experiment {exp_dir}", file=sys.stderr)
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False,
+                                   storage_filesystem=storage_fs())
     else:
         tuner = tune.Tuner(trainable, run_config=run_config(exp_dir, console(space, args.verbose)),
                            tune_config=tune_config(space, args, meta, cpus, max_concurrent, base_cfg.train.epochs))
@@ -398,11 +399,15 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
 def run_config(exp_dir: Path, reporter=None):
     """Checkpoints: the last two per trial. Ray's experiment snapshot can lag the newest checkpoint by one
     (it is written after the checkpoint is registered); keeping only one would delete the checkpoint a
-    snapshot taken just before points to, and a resume after a kill would then fail to restore it."""
+    snapshot taken just before points to, and a resume after a kill would then fail to restore it. Files reach
+    the experiment dir whole and a snapshot only if it loads (``state.storage_fs``), so a kill never leaves
+    a half-written one."""
     from ray import tune
 
+    from uclser_tune.search.state import storage_fs
+
     return tune.RunConfig(
-        name=exp_dir.name, storage_path=str(exp_dir.parent),
+        name=exp_dir.name, storage_path=str(exp_dir.parent), storage_filesystem=storage_fs(),
         failure_config=tune.FailureConfig(max_failures=2),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="training_iteration",
                                                 checkpoint_score_order="max"),

@@ -3,9 +3,11 @@
 Ray snapshots an experiment as three files per driver session (``experiment_state-<s>.json``,
 ``searcher-state-<s>.pkl``, ``search_gen_state-<s>.json``) and copies them into the experiment dir
 non-atomically; a kill during that copy leaves a truncated newest snapshot, and Ray's restore then
-crashes on it. Here a broken newest session is set aside (``broken_state/``) so Ray resumes from the
-previous good one, and a dir with no usable snapshot is refused with a message instead of silently
-starting a new Ray experiment on top of the old Optuna study.
+crashes on it. The search gives Ray ``storage_fs()``, which lets only whole, loadable snapshot files
+into the experiment dir (``atomic_fs``). For a dir written without it (or damaged otherwise), a broken
+newest session is set aside (``broken_state/``) so Ray resumes from the previous good one, and a dir
+with no usable snapshot is refused with a message instead of silently starting a new Ray experiment on
+top of the old Optuna study.
 """
 
 from __future__ import annotations
@@ -14,10 +16,21 @@ import json
 import pickle
 from pathlib import Path
 
+import pyarrow.fs
+
+from uclser_tune.search.atomic_fs import atomic_local_fs
+
 BROKEN_DIR = "broken_state"
 TUNER_FILE = "tuner.pkl"
 SESSION_FILES = {"experiment_state-{}.json": json.loads, "searcher-state-{}.pkl": pickle.loads,
                  "search_gen_state-{}.json": pickle.loads}
+
+
+def storage_fs() -> pyarrow.fs.FileSystem:
+    """Ray's ``storage_filesystem`` for the search: atomic writes, and a snapshot file that does not load
+    never replaces the previous one."""
+    checks = {template.format("*"): load for template, load in SESSION_FILES.items()}
+    return atomic_local_fs({**checks, TUNER_FILE: pickle.loads})
 
 
 class StateError(RuntimeError):
