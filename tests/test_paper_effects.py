@@ -15,6 +15,7 @@ from scipy import stats
 
 from benchmarks.paper_effects import CLAIMS, COLUMNS, claim_rows
 from benchmarks.transfer import logmel_mean_std
+from uclser_tune.evaluation.metrics import balanced_accuracy
 from tests.conftest import make_clips
 
 
@@ -76,8 +77,24 @@ def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store)
                         timeout=600, check=False)
     assert tr.returncode == 0, tr.stderr[-3000:]
     with open(tmp_path / "tr" / "transfer.csv") as f:
-        got = {(r["encoder"], r["split"]) for r in csv.DictReader(f)}
-    assert got == {(e, s) for e in ("pretrained", "random_init", "logmel_mean_std") for s in ("test", "val")}
+        accs = list(csv.DictReader(f))
+    assert {(r["encoder"], r["split"]) for r in accs} == {
+        (e, s) for e in ("pretrained", "random_init", "logmel_mean_std") for s in ("test", "val")}
+    # every balanced accuracy is recomputed from the committed per-clip predictions
+    with open(tmp_path / "tr" / "clip_predictions.csv") as f:
+        clips = list(csv.DictReader(f))
+    for r in accs:
+        mine = [c for c in clips if (c["encoder"], c["seed"], c["split"]) == (r["encoder"], r["seed"], r["split"])]
+        y, p = (torch.tensor([int(c[k]) for c in mine]) for k in ("label", "pred"))
+        assert float(r["knn_bacc"]) == pytest.approx(balanced_accuracy(y, p))
+    with open(tmp_path / "tr" / "comparisons.csv") as f:
+        comps = list(csv.DictReader(f))
+    assert len(comps) == 4 and all(float(c["boot_ci_low"]) <= float(c["diff"]) <= float(c["boot_ci_high"])
+                                   for c in comps)
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
+                              "--weights", str(work), "--seeds", "0", "7", "--out", str(tmp_path / "tr2")],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and "--seeds" in missing.stderr and not (tmp_path / "tr2").exists()
 
 
 def test_bad_arguments_exit_2_before_any_run(tmp_path):

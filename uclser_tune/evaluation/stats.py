@@ -1,4 +1,5 @@
-"""Multiple-comparison correction shared by the retraining summary and the analysis."""
+"""Statistics shared by the retraining summary, the analysis and the benchmarks: Holm's correction, and a
+bootstrap over seeds and evaluation clips."""
 
 from __future__ import annotations
 
@@ -16,3 +17,35 @@ def holm(p: np.ndarray) -> np.ndarray:
         running = max(running, min(1.0, (len(order) - i) * p[idx]))
         out[idx] = running
     return out
+
+
+def bootstrap_bacc_diff(correct_a: np.ndarray, correct_b: np.ndarray, labels: np.ndarray, n_boot: int = 10000,
+                        seed: int = 0) -> tuple[float, float, float, float]:
+    """Mean balanced-accuracy difference a − b over seeds, with a bootstrap over seeds *and* clips.
+
+    A t-test over seeds treats the evaluation clips as fixed; on a small set their sampling is often the
+    larger part of the uncertainty, and a claim about the kind of sound (not these clips) must include
+    it. ``correct_a`` (S, N) says whether seed s's model got clip n right; ``correct_b`` is (S, N) paired
+    by seed with a, or (1, N) for a baseline without seed. Each replicate draws S seeds with replacement
+    (the same for a and b) and, per class, as many clips as the class has, with replacement (the same
+    clips for a and b, so class sizes and the pairing are kept). Returns the observed difference, the
+    95 % percentile interval and the two-sided bootstrap p (the tail beyond 0, doubled, +1 corrected).
+    """
+    correct_a, correct_b = np.atleast_2d(correct_a).astype(float), np.atleast_2d(correct_b).astype(float)
+    labels = np.asarray(labels)
+    n_seeds = correct_a.shape[0]
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    observed = np.zeros(n_seeds)
+    boot = np.zeros((n_seeds, n_boot))  # per seed and replicate: bacc_a − bacc_b on the replicate's clips
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        draw = idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]
+        diff = correct_a[:, idx].mean(1) - correct_b[:, idx].mean(1)  # (S,) or broadcast from (1,)
+        observed += diff / len(classes)
+        boot += (correct_a[:, draw].mean(-1) - correct_b[:, draw].mean(-1)) / len(classes)
+    seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    reps = boot[seeds, np.arange(n_boot)[:, None]].mean(1)
+    low, high = np.percentile(reps, [2.5, 97.5])
+    tail = min((reps <= 0).sum(), (reps >= 0).sum())
+    return float(observed.mean()), float(low), float(high), float(min(1.0, 2 * (tail + 1) / (n_boot + 1)))
