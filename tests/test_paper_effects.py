@@ -15,8 +15,8 @@ from scipy import stats
 
 from benchmarks.paper_effects import CLAIMS, COLUMNS, claim_rows
 from benchmarks.transfer import logmel_mean_std
-from uclser_tune.evaluation.metrics import balanced_accuracy
 from tests.conftest import make_clips
+from uclser_tune.evaluation.metrics import balanced_accuracy
 
 
 def test_claims_are_paired_t_tests_holm_corrected_by_hand():
