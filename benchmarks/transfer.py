@@ -74,9 +74,10 @@ def baseline_predictions(clips: Any, k: int) -> torch.Tensor:
     return knn_predict(feats, torch.arange(len(feats)), clips.labels, k)[1]
 
 
-def encoder_predictions(model: Any, clips: Any, mean: float, std: float, k: int) -> torch.Tensor:
-    """Each clip's kNN prediction from the encoder's patch embeddings (what ``evaluate_knn`` scores)."""
-    z, clip_index = embed_patches(model.eval(), clips, mean, std)
+def encoder_predictions(model: Any, clips: Any, mean: float, std: float, k: int, output: str = "z") -> torch.Tensor:
+    """Each clip's kNN prediction from the model's patch embeddings (with ``output`` z, what ``evaluate_knn``
+    scores; h is the encoder's output before the projection head)."""
+    z, clip_index = embed_patches(model.eval(), clips, mean, std, output=output)
     return knn_predict(z, clip_index, clips.labels[clip_index], k)[1]
 
 
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="benchmarks.paper_effects --work folder: default-seed<N>.json and .pt")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="the pre-training seeds to read (default: every default-seed<N> in --weights)")
+    ap.add_argument("--embedding", choices=("z", "h"), default="z",
+                    help="z: the projection head's output, as the project's kNN (SPEC §4, the default); h: the "
+                         "encoder's output before the head, what linear evaluation and fine-tuning read")
     ap.add_argument("--out", type=Path, default=Path("analysis/findings/transfer"))
     args = ap.parse_args(argv)
     runs = sorted(args.weights.glob("default-seed*.json"))
@@ -111,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         encoders["pretrained"].load_state_dict(torch.load(path.with_suffix(".pt"), weights_only=True))
         for name, model in encoders.items():
             for split, clips in splits.items():
-                preds[name, cfg.seed, split] = encoder_predictions(model, clips, store.mean, store.std, K)
-                rows.append({"encoder": name, "seed": cfg.seed, "split": split,
+                preds[name, cfg.seed, split] = encoder_predictions(model, clips, store.mean, store.std, K,
+                                                                   args.embedding)
+                rows.append({"encoder": name, "seed": cfg.seed, "split": split, "embedding": args.embedding,
                              "knn_bacc": balanced_accuracy(clips.labels, preds[name, cfg.seed, split]),
                              "pretrained_on": f"synthetic {cfg.data.synth_size} v3, {cfg.train.epochs} epochs"})
     for split, clips in splits.items():
         preds["logmel_mean_std", "", split] = baseline_predictions(clips, K)
-        rows.append({"encoder": "logmel_mean_std", "seed": "", "split": split,
+        rows.append({"encoder": "logmel_mean_std", "seed": "", "split": split, "embedding": "",
                      "knn_bacc": balanced_accuracy(clips.labels, preds["logmel_mean_std", "", split]),
                      "pretrained_on": ""})
     labels = {split: clips.labels.numpy() for split, clips in splits.items()}
@@ -176,7 +181,8 @@ def report(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], sizes:
     return f"""# Transfer to real drum hits (`python -m benchmarks.transfer`)
 
 Pre-trained on: {rows[0]['pretrained_on']} (the `default` runs of `benchmarks.paper_effects`), n =
-{comparisons[0]['n']} seeds. kNN balanced accuracy, k {K}, leave-one-clip-out within the split; chance 0.125.
+{comparisons[0]['n']} seeds. kNN balanced accuracy on the encoders' {rows[0]['embedding']} embeddings, k {K},
+leave-one-clip-out within the split; chance 0.125.
 
 | split | a | b | a − b | seeds only: 95 % CI, p Holm | seeds and clips: 95 % CI, p Holm | a better |
 |---|---|---|---|---|---|---|
