@@ -186,9 +186,8 @@ def _coerce(key: str, tp: Any, value: Any, meta: dict) -> Any:
         value = float(value)
         if not math.isfinite(value):
             raise bad
-    elif tp is str:
-        if not isinstance(value, str):
-            raise bad
+    elif tp is str and not isinstance(value, str):
+        raise bad
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
         op = ">" if meta.get("lo_open") else ">="
