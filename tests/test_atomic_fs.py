@@ -58,3 +58,24 @@ def test_the_filesystem_pickles_with_its_checks():
     fs = storage_fs()
     again = pickle.loads(pickle.dumps(fs))
     assert again == fs and again != atomic_local_fs()
+
+
+def test_resume_removes_what_a_killed_copy_left_and_nothing_else(tmp_path):
+    from tests.test_spaces import fake_experiment
+    from uclser_tune.search.state import prepare_resume
+
+    exp = tmp_path / "exp"
+    fake_experiment(exp, {"a": "{}"})
+    (exp / "trial_x" / "checkpoint_000001").mkdir(parents=True)
+    fs, cut_off = atomic_local_fs(), []
+    for path in (exp / "experiment_state-a.json", exp / "trial_x" / "checkpoint_000001" / "model.pt"):
+        cut_off.append(fs.open_output_stream(str(path)))  # written and never closed: as a kill leaves it
+        cut_off[-1].write(b"cut off")
+        cut_off[-1].flush()
+    keep = [exp / ".validate_storage_marker", exp / "trial_x" / ".hidden.tmp"]
+    for path in keep:
+        path.write_text("")
+    notes = prepare_resume(exp)
+    assert notes == [f"removed 2 partial file(s) that a killed copy into {exp} left"]
+    assert not [p for p in exp.rglob(".*") if p not in keep] and all(p.exists() for p in keep)
+    assert (exp / "experiment_state-a.json").read_text() == "{}"

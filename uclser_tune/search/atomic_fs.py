@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ import pyarrow.fs as pafs
 
 log = logging.getLogger(__name__)
 Checks = Mapping[str, Callable[[bytes], Any]]  # file-name glob -> a loader that raises on a bad file
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _RenameOnClose writes before its rename
 
 
 class _RenameOnClose:
@@ -148,6 +150,14 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
 
     def open_append_stream(self, path: str, metadata: Any) -> pyarrow.NativeFile:
         return self._fs.open_append_stream(path)
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete the temporaries that writes cut off by a kill left below ``root``; return how many."""
+    leftovers = [p for p in root.rglob(".*.tmp") if TEMPORARY.match(p.name) and p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def atomic_local_fs(checks: Checks | None = None) -> pafs.PyFileSystem:

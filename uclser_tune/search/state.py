@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
-from uclser_tune.search.atomic_fs import atomic_local_fs
+from uclser_tune.search.atomic_fs import atomic_local_fs, remove_temporaries
 
 BROKEN_DIR = "broken_state"
 TUNER_FILE = "tuner.pkl"
@@ -69,6 +69,8 @@ def prepare_resume(exp_dir: Path) -> list[str]:
         raise StateError(f"{exp_dir / TUNER_FILE} is unreadable (truncated by a kill?); the experiment cannot be "
                          f"resumed: use another --name to start a new one")
     notes = []
+    if n := remove_temporaries(exp_dir):
+        notes.append(f"removed {n} partial file(s) that a killed copy into {exp_dir} left")
     for session in reversed(sessions(exp_dir)):
         broken = broken_files(exp_dir, session)
         if not broken:
