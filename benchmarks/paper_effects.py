@@ -2,6 +2,7 @@
 
     nice python -m benchmarks.paper_effects                    # the committed protocol, about 30 min here
     nice python -m benchmarks.paper_effects --seeds 5 6 7 8 9  # the same protocol with other seeds
+    nice python -m benchmarks.paper_effects --synth-seed 1 --work runs/paper_effects_data1  # on other clips
     python -m benchmarks.paper_effects --aggregate-only        # tables and plot from the finished runs
 
 Four variants of the paper's default are pre-trained with the CPU settings of
@@ -63,10 +64,10 @@ EPOCHS = 40  # the committed budget (see --epochs)
 SEEDS = [0, 1, 2, 3, 4]  # the committed seeds; the check with other seeds used 5-9
 
 
-def base_config(seed: int, epochs: int, size: str, precision: str) -> RunConfig:
+def base_config(seed: int, epochs: int, size: str, precision: str, synth_seed: int = 0) -> RunConfig:
     """The CPU settings of analysis/findings/README.md, one thread per run so that runs go side by side."""
     return config_from_dict({
-        "seed": seed, "data": {"root": "synthetic", "synth_size": size},
+        "seed": seed, "data": {"root": "synthetic", "synth_size": size, "synth_seed": synth_seed},
         "model": {"encoder": "resnet18", "width": 0.125, "proj_hidden": 128, "proj_dim": 64},
         "train": {"epochs": epochs, "batch_size": 128, "tau": 0.2, "num_threads": 1, "device": "cpu",
                   "precision": precision},
@@ -76,7 +77,7 @@ def base_config(seed: int, epochs: int, size: str, precision: str) -> RunConfig:
 
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
     """Pre-train one variant and seed; write its result when it finishes (atomic rename)."""
-    cfg = base_config(seed, args.epochs, args.size, args.precision).replace(VARIANTS[variant])
+    cfg = base_config(seed, args.epochs, args.size, args.precision, args.synth_seed).replace(VARIANTS[variant])
     started = time.perf_counter()
     result = pretrain(cfg, open_store(cfg.data))
     minutes = (time.perf_counter() - started) / 60
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                     help="pinned so that every run of a measurement uses the same arithmetic")
+    ap.add_argument("--synth-seed", type=int, default=0,
+                    help="seed of the synthetic set: another draw of every split (new clips) for a replication "
+                         "over data; needs its own --work (default 0)")
     ap.add_argument("--work", type=Path, default=Path("runs/paper_effects"), help="per-run results (resumable)")
     ap.add_argument("--out", type=Path, default=Path("analysis/findings/paper_effects"))
     ap.add_argument("--aggregate-only", action="store_true", help="only write the tables from finished runs")
@@ -210,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 1 or args.jobs < 1 or len(set(args.seeds)) < 2:
         print("error: --epochs and --jobs must be >= 1 and --seeds must name at least 2 seeds", file=sys.stderr)
         return 2
+    other = {r["config"]["data"]["synth_seed"] for p in sorted(args.work.glob("*-seed*.json"))
+             if (r := json.loads(p.read_text()))} - {args.synth_seed}
+    if other:
+        print(f"error: --work {args.work} holds runs on --synth-seed {sorted(other)}, not {args.synth_seed}: give "
+              f"each data seed its own --work", file=sys.stderr)
+        return 2
     if not args.aggregate_only:
         args.work.mkdir(parents=True, exist_ok=True)
         if not (args.work / "commit.txt").exists():
             (args.work / "commit.txt").write_text(git_commit(__file__) + "\n")
-        open_store(base_config(0, args.epochs, args.size, args.precision).data)  # built once, before the workers
+        open_store(base_config(0, args.epochs, args.size, args.precision, args.synth_seed).data)  # once, before workers
         todo = [(v, s) for s in args.seeds for v in VARIANTS if not (args.work / f"{v}-seed{s}.json").exists()]
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             for f in [pool.submit(run_one, v, s, args) for v, s in todo]:
