@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -101,3 +102,14 @@ def test_bad_arguments_exit_2_before_any_run(tmp_path):
     run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects", "--seeds", "0", "--work",
                           str(tmp_path / "w")], capture_output=True, text=True, check=False)
     assert run.returncode == 2 and run.stderr.startswith("error: ") and not (tmp_path / "w").exists()
+
+
+def test_runs_on_another_data_seed_are_not_mixed_into_a_work_dir(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "default-seed0.json").write_text(json.dumps({"variant": "default", "seed": 0,
+                                                          "config": {"data": {"synth_seed": 0}}}))
+    run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects", "--synth-seed", "1", "--work", str(work),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and run.stderr.startswith("error: --work") and "--synth-seed" in run.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["default-seed0.json"] and not (tmp_path / "out").exists()
