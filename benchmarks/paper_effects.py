@@ -30,7 +30,6 @@ against epoch, seed mean with its 95 % band) and ``report.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -43,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.paper_gaps import git_commit, t_interval
+from benchmarks.paper_gaps import git_commit, t_interval, write_csv
 from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.stats import holm
@@ -177,11 +176,8 @@ def aggregate(args: argparse.Namespace) -> int:
     rows = claim_rows({(r["variant"], r["seed"]): r["best_knn"] for r in records}, seeds)
     runs = [{"variant": r["variant"], "seed": r["seed"], **h} for r in records for h in r["history"]]
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, data, fields in (("paper_effects.csv", rows, COLUMNS), ("runs.csv", runs, list(runs[0]))):
-        with open(args.out / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-            w.writeheader()
-            w.writerows(data)
+    write_csv(args.out / "paper_effects.csv", rows, COLUMNS)
+    write_csv(args.out / "runs.csv", runs)
     plot(runs, seeds, args.out / "paper_effects.png")
     recorded = args.work / "commit.txt"
     commit = recorded.read_text().strip() if recorded.exists() else git_commit(__file__)

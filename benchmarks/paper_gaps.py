@@ -196,9 +196,10 @@ def gap_rows(rows: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any
     return out
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
+    """``rows`` as CSV with a header: ``fields`` in that order, else the first row's keys."""
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
+        w = csv.DictWriter(f, fields or list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
 

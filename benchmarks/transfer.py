@@ -33,7 +33,6 @@ clip's label and kNN prediction, from which every number can be recomputed), ``c
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.paper_gaps import t_interval
+from benchmarks.paper_gaps import t_interval, write_csv
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.knn import knn_predict
@@ -132,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   "pred": int(p)} for (e, seed, split), pred in preds.items() for i, p in enumerate(pred.tolist())]
     args.out.mkdir(parents=True, exist_ok=True)
     for name, data in (("transfer.csv", rows), ("clip_predictions.csv", clip_rows), ("comparisons.csv", comparisons)):
-        with open(args.out / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(data[0]), lineterminator="\n")
-            w.writeheader()
-            w.writerows(data)
+        write_csv(args.out / name, data)
     (args.out / "report.md").write_text(report(rows, comparisons, {s: len(c.lengths) for s, c in splits.items()}))
     print((args.out / "report.md").read_text())
     return 0
