@@ -110,6 +110,7 @@ def test_runs_on_another_data_seed_are_not_mixed_into_a_work_dir(tmp_path):
     (work / "default-seed0.json").write_text(json.dumps({"variant": "default", "seed": 0,
                                                           "config": {"data": {"synth_seed": 0}}}))
     run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects", "--synth-seed", "1", "--work", str(work),
-                          "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False)
+                          "--out", str(tmp_path / "out"), "--size", "tiny", "--epochs", "1", "--seeds", "0", "1"],
+                         capture_output=True, text=True, timeout=600, check=False)  # tiny: quick if not refused
     assert run.returncode == 2 and run.stderr.startswith("error: --work") and "--synth-seed" in run.stderr
     assert sorted(p.name for p in work.iterdir()) == ["default-seed0.json"] and not (tmp_path / "out").exists()
