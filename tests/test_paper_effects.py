@@ -93,7 +93,7 @@ def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store)
     assert len(comps) == 4 and all(float(c["boot_ci_low"]) <= float(c["diff"]) <= float(c["boot_ci_high"])
                                    for c in comps)
     missing = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
-                              "--weights", str(work), "--seeds", "0", "7", "--out", str(tmp_path / "tr2")],
+                              "--weights", str(work), "--seeds", "0", "1", "7", "--out", str(tmp_path / "tr2")],
                              capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "--seeds" in missing.stderr and not (tmp_path / "tr2").exists()
 
