@@ -140,6 +140,18 @@ def test_summarise_paired_difference():
     assert (s.loc[("x", "knn_val"), "ci_low"], s.loc[("x", "knn_val"), "ci_high"]) == pytest.approx(
         (0.1333333 - half, 0.1333333 + half), rel=1e-5)
     assert s.loc[("x", "knn_val"), "p_holm"] == pytest.approx(s.loc[("x", "knn_val"), "p"])  # one metric: no change
+    # two metrics of one config: Holm over them (smaller p × 2, the larger × 1 but not below it); another
+    # config's metrics are a family of their own
+    p_val = 1 - 4 / math.sqrt(18)  # knn_val as above
+    # knn_test: d = 0.1, 0.3, 0.2: t = 0.2 / (0.1 / √3) = 2√3 with 2 df, p = 1 - t/√(2 + t²)
+    p_test = 1 - 2 * math.sqrt(3) / math.sqrt(14)
+    two = runs.assign(knn_test=[0.5, 0.5, 0.5, 0.6, 0.8, 0.7])
+    two = pd.concat([two, two[two.name == "x"].assign(name="z", knn_test=[0.9, 0.9, 0.9])])
+    t = summarise(two).set_index(["name", "metric"])
+    assert (t.loc[("x", "knn_val"), "p"], t.loc[("x", "knn_test"), "p"]) == pytest.approx((p_val, p_test), rel=1e-4)
+    low, high = sorted((p_val, p_test))
+    assert sorted(t.loc["x", "p_holm"]) == pytest.approx([2 * low, max(2 * low, high)], rel=1e-4)
+    assert t.loc[("z", "knn_val"), "p_holm"] == pytest.approx(p_val, rel=1e-4)  # z's knn_test has no p (same d)
     # the same difference on every seed (up to float rounding): no t statistic, p stays NaN
     same = pd.DataFrame({"name": ["default"] * 2 + ["y"] * 2, "seed": [0, 1] * 2, "knn_val": [0.05, 0.15, 0.1, 0.2]})
     row = summarise(same).set_index(["name", "metric"]).loc[("y", "knn_val")]
