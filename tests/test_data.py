@@ -71,7 +71,9 @@ def test_synth_v3_events_of_a_clip_are_one_source_and_clips_are_many():
     assert between[:, 0].std() > 3 * within[:, 0].std()
     d1, d2 = SourceDraws(7, fresh), SourceDraws(7, fresh)
     assert not np.array_equal(d1.standard_normal(100), d2.standard_normal(100))  # noise is fresh
-    assert d1.uniform(0, 1, 100).std() > 0.2  # a long draw is noise, not a jittered parameter
+    long1, long2 = d1.uniform(0, 1, 100), d2.uniform(0, 1, 100)
+    assert long1.std() > 0.2  # a long draw is noise, not a jittered parameter
+    assert not np.array_equal(long1, long2)  # ... and fresh, not the source's sequence (which it would shift)
     seconds = np.array([r["seconds"] for r in _plan(0, "full")])
     assert 0.03 < (seconds <= 1).mean() < 0.12 and 2.5 < np.median(seconds) < 3.5 and seconds.max() <= 30
 
