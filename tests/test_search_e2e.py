@@ -16,6 +16,7 @@ import yaml
 
 from uclser_tune.config import config_from_dict, load_config
 from uclser_tune.search.results import META_FILE, load_best_config, open_study
+from uclser_tune.search.state import LOST_NOTE
 
 pytestmark = pytest.mark.slow
 
@@ -101,9 +102,12 @@ def test_sigkill_then_rerun_resumes_without_rerunning_trials(tmp_path, tiny_stor
     assert "session 9999-12-31_23-59-59 is unreadable" in out.stderr and "resuming experiment" in out.stderr
     assert (exp / "broken_state" / "experiment_state-9999-12-31_23-59-59.json").exists()
     table = pd.read_parquet(exp / "trials.parquet")
-    assert len(table) == 8 and set(table.status) <= {"COMPLETE", "PRUNED"}
+    # a trial started after the last whole snapshot cannot come back: FAIL, marked lost, another in its place
+    lost = table.error.str.startswith(LOST_NOTE)
+    assert (table.status[lost] == "FAIL").all() and ("cannot be resumed" in out.stderr) == lost.any()
+    assert (~lost).sum() == 8 and set(table.status[~lost]) <= {"COMPLETE", "PRUNED"}
     assert table.optuna_number.is_unique
-    for trial_dir in table.trial_dir:
+    for trial_dir in table.trial_dir[~lost]:
         epochs = [json.loads(line)["epoch"] for line in (exp / trial_dir / "result.json").read_text().splitlines()]
         assert epochs.count(1) == 1, (trial_dir, epochs)  # never restarted from scratch
     states = [t.state for t in study_of(exp).trials]

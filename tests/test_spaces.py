@@ -199,7 +199,16 @@ def grid_searcher(space, tmp_path):
                        storage_url="journal:g.journal")
 
 
-def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(tmp_path):
+def restored(monkeypatch, **trials):
+    """What the driver reads from Ray's snapshot before a restore: Ray trial id -> (Optuna number, status)."""
+    from uclser_tune.search.searcher import StudySearch
+    from uclser_tune.search.state import RestoredTrial
+
+    monkeypatch.setattr(StudySearch, "restored_trials",
+                        {tid: RestoredTrial(number, status, f"trial_{tid}") for tid, (number, status) in trials.items()})
+
+
+def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(tmp_path, monkeypatch):
     from ray.tune.search import Searcher, SearchGenerator
 
     from uclser_tune.search.searcher import StudySearchGenerator
@@ -221,7 +230,8 @@ def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(t
     assert len(first._ot_study.trials) == 4
     first.save(str(tmp_path / "searcher.pkl"))
 
-    # a started trial that Ray never snapshotted: on resume it is closed FAIL and its cell re-run too
+    # the failed cell is re-run on resume
+    restored(monkeypatch, t0=(0, "TERMINATED"), t1=(1, "ERROR"), t2=(2, "TERMINATED"), t3=(3, "TERMINATED"))
     resumed = searcher()
     resumed.restore(str(tmp_path / "searcher.pkl"))  # same study: the journal has the 4 trials
     study = resumed._ot_study
@@ -239,25 +249,30 @@ def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(t
     assert plain.is_finished()
 
 
-def test_resume_closes_unsnapshotted_trials_and_requeues_their_cells(tmp_path):
+def test_resume_closes_unsnapshotted_trials_and_requeues_their_cells(tmp_path, monkeypatch):
+    from ray.tune.search import Searcher
 
     space = grid_space(tmp_path)
 
     def make():
         return grid_searcher(space, tmp_path)
     first = make()
-    first.suggest("t0")
+    asked_first = first.suggest("t0")
     finish(first, "t0")
     first.save(str(tmp_path / "snapshot.pkl"))  # Ray's snapshot: one trial
     late = first.suggest("t1")  # started after the snapshot, then the driver was killed
+    restored(monkeypatch, t0=(0, "TERMINATED"))
     resumed = make()
     resumed.restore(str(tmp_path / "snapshot.pkl"))
     states = {t.number: t.state.name for t in resumed._ot_study.trials}
     assert states[1] == "FAIL" and "RUNNING" not in states.values()
     asked = [resumed.suggest(f"r{i}") for i in range(3)]
+    assert sorted((c["variant"], c["seed"]) for c in asked) == sorted(
+        {("a", 0), ("a", 1), ("b", 0), ("b", 1)} - {(asked_first["variant"], asked_first["seed"])})
     assert (late["variant"], late["seed"]) in {(c["variant"], c["seed"]) for c in asked}
     for i in range(3):
         finish(resumed, f"r{i}")
+    assert resumed.suggest("r3") == Searcher.FINISHED  # each cell once: the lost one's cell queued only once
     assert resumed.suggest("r3") == "FINISHED"
     done = {(t.params["variant"], t.params["seed"]) for t in resumed._ot_study.trials if t.state.name == "COMPLETE"}
     assert len(done) == 4

@@ -286,7 +286,13 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     from uclser_tune.data.store import open_store
     from uclser_tune.search import results
     from uclser_tune.search.searcher import StudySearch
-    from uclser_tune.search.state import StateError, prepare_resume, storage_fs
+    from uclser_tune.search.state import (
+        StateError,
+        mark_lost_trials,
+        prepare_resume,
+        restored_trials,
+        storage_fs,
+    )
     from uclser_tune.search.trainable import run_trial, surrogate_trial
 
     # Ray's experiment snapshot after every event: a trial keeps only its last two checkpoints, so a
@@ -300,7 +306,9 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     resume = tune.Tuner.can_restore(str(exp_dir), storage_filesystem=storage_fs())
     try:
         if resume:
-            for note in prepare_resume(exp_dir):
+            notes = prepare_resume(exp_dir)
+            StudySearch.restored_trials = restored_trials(exp_dir)
+            for note in notes + mark_lost_trials(exp_dir, StudySearch.restored_trials):
                 print(f"warning: {note}", file=sys.stderr)
         elif (exp_dir / results.META_FILE).exists():
             n = len(results.open_study(exp_dir, meta).trials)

@@ -4,14 +4,22 @@ Two gaps in ray 2.60's searcher (SPEC §5): it tells the study COMPLETE for ever
 a result, ASHA-stopped ones included; and after ``Tuner.restore`` the journal can be ahead of Ray's
 snapshot, so reporting to a trial the study already closed raises. This subclass tells PRUNED when a
 trial stopped before its epoch budget (intermediate values kept), FAIL on errors and non-finite
-values, skips trials the study has already finished, and on restore closes study trials that Ray
-never snapshotted (they will not come back) as FAIL. A sampled search's first trials are a balanced
-start-up design (``SearchSpace.startup_design``), enqueued with the fresh study.
+values, and skips trials the study has already finished. A sampled search's first trials are a
+balanced start-up design (``SearchSpace.startup_design``), enqueued with the fresh study.
+
+Restore: Ray's experiment state, searcher state and generator state are separate files, copied into the
+experiment dir while Ray goes on, so after a kill they can be from different moments. The experiment
+state decides (``state.restored_trials``, given by the driver): the searcher maps Ray's restored trials to
+study trials by the Optuna number in their config, closes every other RUNNING study trial FAIL (it will
+not come back) and enqueues its cell again if it was an enqueued one (a design point or grid cell); the
+generator counts only the restored trials, so Ray samples one in place of each lost trial, and a
+concurrency limiter holds exactly the restored trials that run again (a lost trial left in it would hold
+its slot for ever).
 
 Grids: Optuna's GridSampler calls ``study.stop()`` once the grid is used up, which raises outside
 ``study.optimize`` and so errors the last trial. Instead every cell is enqueued once in a fresh study,
 the searcher reports FINISHED when none is waiting, and on restore the cells left without a live or
-finished-OK trial (FAIL, or closed FAIL above) are enqueued again, so a resumed grid completes.
+finished-OK trial (FAIL, or closed FAIL on restore) are enqueued again, so a resumed grid completes.
 
 Moved experiments: Ray pickles the searcher, and OptunaSearch's pickle holds its study and storage, so
 the journal would stay named by the absolute path it had when the search began and a copied experiment
@@ -28,10 +36,11 @@ from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from ray.tune.search import Searcher, SearchGenerator
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from uclser_tune.search.results import storage_from
+from uclser_tune.search.state import RestoredTrial
 
 LIVE = ("_storage", "_ot_study", "_ot_trials")  # re-opened on restore, never pickled
 DONE_OR_LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -39,9 +48,8 @@ DONE_OR_LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, Tria
 
 def cells_to_rerun(cells: list[dict[str, Any]], trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     """Grid cells with no COMPLETE, PRUNED, RUNNING or WAITING trial (never run, or only FAILed)."""
-    covered = {tuple(sorted(t.params.items())) for t in trials if t.state in DONE_OR_LIVE}
-    covered |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
-                for t in trials if t.state == TrialState.WAITING}
+    covered = {tuple(sorted(t.system_attrs.get("fixed_params", t.params).items()))
+               for t in trials if t.state in DONE_OR_LIVE}
     return [cell for cell in cells if tuple(sorted(cell.items())) not in covered]
 
 
@@ -52,11 +60,23 @@ class StudySearchGenerator(SearchGenerator):
     def set_state(self, state: dict) -> None:
         super().set_state({**state, "finished": False})
 
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        restored = StudySearch.restored_trials
+        self._counter = len(restored)
+        searcher = self.searcher
+        while isinstance(searcher, ConcurrencyLimiter):
+            searcher.live_trials = {tid for tid, trial in restored.items() if trial.live}
+            searcher.num_unfinished_live_trials = len(searcher.live_trials)
+            searcher = searcher.searcher
+
 
 class StudySearch(OptunaSearch):
     # The experiment this driver runs. Ray restores the searcher from pickles written by the first
     # driver (tuner.pkl, searcher-state-*.pkl), which cannot know where the experiment lives now.
     experiment_dir: ClassVar[Path]
+    # The trials of the Ray snapshot being restored, by Ray trial id (set by the driver before a restore).
+    restored_trials: ClassVar[dict[str, RestoredTrial]] = {}
 
     def __init__(self, *args: Any, storage_url: str, grid_cells: list[dict[str, Any]] | None = None,
                  startup: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
@@ -106,23 +126,25 @@ class StudySearch(OptunaSearch):
 
     def save(self, checkpoint_path: str) -> None:
         state = {k: v for k, v in self.__dict__.items() if k not in LIVE}
-        state["_ot_trial_ids"] = {tid: t._trial_id for tid, t in self._ot_trials.items()}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        ids = state.pop("_ot_trial_ids")
-        self.__dict__.update(state)
+            self.__dict__.update(pickle.load(f))
         self._storage = storage_from(self._storage_url, self.experiment_dir)
         self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
-        self._ot_trials = {tid: optuna.Trial(self._ot_study, ot_id) for tid, ot_id in ids.items()}
-        known = {t._trial_id for t in self._ot_trials.values()}
-        # WAITING trials are enqueued grid cells nobody has started: they stay in the queue
+        by_number = {t.number: t._trial_id for t in self._ot_study.get_trials(deepcopy=False)}
+        restored = {tid: trial for tid, trial in self.restored_trials.items() if trial.optuna_number in by_number}
+        self._ot_trials = {tid: optuna.Trial(self._ot_study, by_number[trial.optuna_number])
+                           for tid, trial in restored.items()}
+        live = {self._ot_trials[tid]._trial_id for tid, trial in restored.items() if trial.live}
+        # WAITING trials are enqueued cells nobody has started: they stay in the queue
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
+            if frozen._trial_id not in live:
                 self._ot_study.tell(frozen.number, None, state=TrialState.FAIL)
+                if "fixed_params" in frozen.system_attrs:
+                    self._ot_study.enqueue_trial(frozen.system_attrs["fixed_params"])
         if self._grid_cells:
             for cell in cells_to_rerun(self._grid_cells, self._ot_study.get_trials(deepcopy=False)):
                 self._ot_study.enqueue_trial(cell)

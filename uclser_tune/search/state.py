@@ -8,12 +8,19 @@ into the experiment dir (``atomic_fs``). For a dir written without it (or damage
 newest session is set aside (``broken_state/``) so Ray resumes from the previous good one, and a dir
 with no usable snapshot is refused with a message instead of silently starting a new Ray experiment on
 top of the old Optuna study.
+
+The snapshot a resume restores decides which trials come back (``restored_trials``). Ray copies trial
+dirs and snapshots into the experiment dir in one background copy while it goes on, so a trial started
+shortly before a kill can have a dir there but no place in the last whole snapshot: Ray cannot resume it
+and samples another in its place. Such a dir is marked lost (``mark_lost_trials``), and the searcher
+closes its study trial FAIL, so the results table and the study say what happened to it.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs
@@ -22,6 +29,7 @@ from uclser_tune.search.atomic_fs import atomic_local_fs, remove_temporaries
 
 BROKEN_DIR = "broken_state"
 TUNER_FILE = "tuner.pkl"
+LOST_NOTE = "lost: "
 SESSION_FILES = {"experiment_state-{}.json": json.loads, "searcher-state-{}.pkl": pickle.loads,
                  "search_gen_state-{}.json": pickle.loads}
 
@@ -86,3 +94,45 @@ def prepare_resume(exp_dir: Path) -> list[str]:
     raise StateError(f"{exp_dir}: no readable Ray experiment snapshot (experiment_state-*.json) to resume from"
                      + (f" ({'; '.join(notes)})" if notes else "")
                      + "; trials of the killed run cannot be resumed: use another --name to start a new experiment")
+
+
+@dataclass(frozen=True)
+class RestoredTrial:
+    """A trial in the Ray snapshot that a resume restores."""
+
+    optuna_number: int | None
+    status: str  # Ray's: PENDING, RUNNING and PAUSED ones run again; TERMINATED and ERROR ones do not
+    logdir: str
+
+    @property
+    def live(self) -> bool:
+        return self.status not in ("TERMINATED", "ERROR")
+
+
+def restored_trials(exp_dir: Path) -> dict[str, RestoredTrial]:
+    """Ray's trials, by Ray trial id, in the newest snapshot: the one Ray restores (after ``prepare_resume``)."""
+    newest = exp_dir / f"experiment_state-{sessions(exp_dir)[-1]}.json"
+    out = {}
+    for trial_json, _ in json.loads(newest.read_text())["trial_data"]:
+        trial = json.loads(trial_json)
+        out[trial["trial_id"]] = RestoredTrial(trial["config"].get("optuna_number"), trial["status"],
+                                               trial["relative_logdir"])
+    return out
+
+
+def mark_lost_trials(exp_dir: Path, restored: dict[str, RestoredTrial]) -> list[str]:
+    """Write ``error.txt`` (read into the results table) in every trial dir the restored snapshot does not
+    know; return what was done, as messages."""
+    known = {trial.logdir for trial in restored.values()}
+    notes = []
+    for params in sorted(exp_dir.glob("*/params.json")):
+        trial_dir = params.parent
+        if trial_dir.name in known or (trial_dir / "error.txt").exists():
+            continue
+        number = json.loads(params.read_text()).get("optuna_number")
+        (trial_dir / "error.txt").write_text(
+            f"{LOST_NOTE}started after the last whole snapshot of a killed driver session, so Ray cannot resume "
+            f"it; its study trial (number {number}) is closed FAIL and a new trial is sampled in its place\n")
+        notes.append(f"{trial_dir.name} (study trial {number}) was started after the killed session's last "
+                     f"snapshot and cannot be resumed: marked lost (FAIL); a new trial takes its place")
+    return notes
