@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.paper_gaps import git_commit, t_interval, write_csv
+from benchmarks.paper_gaps import git_commit, write_csv
 from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.data.store import open_store
-from uclser_tune.evaluation.stats import holm
+from uclser_tune.evaluation.stats import holm, t_interval
 from uclser_tune.training import pretrain
 from uclser_tune.versions import versions
 

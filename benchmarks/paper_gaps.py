@@ -50,7 +50,7 @@ from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.knn import knn_predict
 from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
 from uclser_tune.evaluation.patches import embed_patches
-from uclser_tune.evaluation.stats import holm
+from uclser_tune.evaluation.stats import holm, t_interval
 from uclser_tune.training import build_model, pretrain
 from uclser_tune.training.runtime import amp_dtype as resolve_amp_dtype
 from uclser_tune.training.runtime import use_channels_last
@@ -132,20 +132,6 @@ def run_one(variant: str, seed: int, epochs: int, every: int, precision: str, wo
 
 
 # ----------------------------------------------------------------------------- statistics and outputs
-
-
-def t_interval(diffs: list[float]) -> tuple[float, float, float, float]:
-    """(mean, ci_low, ci_high, two-sided p of mean = 0): one-sample t on paired differences, 95 %."""
-    from scipy import stats
-
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    p = math.nan if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
-    return mean, mean - half, mean + half, p
 
 
 def load_runs(work: Path, partial: bool) -> tuple[list[dict[str, Any]], list[int]]:

@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.paper_gaps import t_interval, write_csv
+from benchmarks.paper_gaps import write_csv
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.knn import knn_predict
 from uclser_tune.evaluation.metrics import balanced_accuracy
 from uclser_tune.evaluation.patches import embed_patches
-from uclser_tune.evaluation.stats import bootstrap_bacc_diff, holm
+from uclser_tune.evaluation.stats import bootstrap_bacc_diff, holm, t_interval
 from uclser_tune.training import build_model
 
 SPLITS = ("test", "val")

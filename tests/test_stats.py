@@ -1,11 +1,32 @@
-"""The seed-and-clip bootstrap of a balanced-accuracy difference, against hand computations."""
+"""The t-interval over seeds and the seed-and-clip bootstrap of a balanced-accuracy difference, against
+hand computations."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from uclser_tune.evaluation.metrics import balanced_accuracy
-from uclser_tune.evaluation.stats import bootstrap_bacc_diff
+from uclser_tune.evaluation.stats import bootstrap_bacc_diff, t_interval
+
+
+def test_t_interval_is_the_textbook_one_sample_t():
+    diffs = [0.05, 0.02, 0.07, -0.01]
+    mean = 0.0325
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 3)  # 0.035
+    half = 3.182446305284263 * sd / 2  # t(0.975, 3) from a table, sd / sqrt(4)
+    t = mean / (sd / 2)
+    p = 0.160  # two-sided, t = 1.857 with 3 df, from a table
+    got = t_interval(diffs)
+    assert got[:3] == pytest.approx((mean, mean - half, mean + half)) and t == pytest.approx(1.857, abs=1e-3)
+    assert got[3] == pytest.approx(p, abs=1e-3)
+
+
+@pytest.mark.parametrize("values", [[0.3], [0.1, 0.1, 0.1]])
+def test_t_interval_is_nan_without_spread(values):
+    mean, lo, hi, p = t_interval(values)
+    assert mean == pytest.approx(values[0]) and math.isnan(lo) and math.isnan(hi) and math.isnan(p)
 
 
 def _correct(rng, labels, p):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
 from uclser_tune.data.fsd import DatasetError
-from uclser_tune.evaluation.stats import holm
+from uclser_tune.evaluation.stats import holm, t_interval
 from uclser_tune.search.results import ExperimentError
 from uclser_tune.train import check_data
 from uclser_tune.training.downstream import CHECKPOINT_FILES, TASKS
@@ -248,7 +248,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per config and metric: mean, sd, n, and the difference to the default with its 95 % interval and a
     paired t-test over the seeds both have (NaN with fewer than 2 common seeds or identical differences),
     its p Holm-corrected over the config's metrics."""
-    from scipy import stats
 
     rows = []
     metrics = [m for m in HEADLINE if m in runs]
@@ -265,11 +264,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 common = values.index.intersection(base[metric].dropna().index)
                 if len(common):
                     delta = values[common] - base.loc[common, metric]
-                    row["diff"] = delta.mean()
-                    if len(common) >= 2 and delta.std() > 1e-9:  # identical differences: no t statistic
-                        res = stats.ttest_rel(values[common], base.loc[common, metric])
-                        ci = res.confidence_interval(0.95)
-                        row.update(p=float(res.pvalue), ci_low=float(ci.low), ci_high=float(ci.high))
+                    row["diff"], row["ci_low"], row["ci_high"], row["p"] = t_interval(delta.to_numpy())
             rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):  # Holm over the metrics of each config against the default

@@ -1,7 +1,9 @@
-"""Statistics shared by the retraining summary, the analysis and the benchmarks: Holm's correction, and a
-bootstrap over seeds and evaluation clips."""
+"""Statistics shared by the retraining summary, the analysis and the benchmarks: Holm's correction, the
+t-interval over seeds, and a bootstrap over seeds and evaluation clips."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -17,6 +19,21 @@ def holm(p: np.ndarray) -> np.ndarray:
         running = max(running, min(1.0, (len(order) - i) * p[idx]))
         out[idx] = running
     return out
+
+
+def t_interval(values: list[float] | np.ndarray) -> tuple[float, float, float, float]:
+    """(mean, ci_low, ci_high, two-sided p of mean = 0): the one-sample t on ``values``, 95 %. On paired
+    differences (one per seed) this is the paired t-test. Interval and p are NaN below 2 values, or when
+    all are equal: there is no spread to estimate them from."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2 or x.std(ddof=1) <= 1e-9:
+        return mean, math.nan, math.nan, math.nan
+    res = stats.ttest_1samp(x, 0.0)
+    ci = res.confidence_interval(0.95)
+    return mean, float(ci.low), float(ci.high), float(res.pvalue)
 
 
 def bootstrap_bacc_diff(correct_a: np.ndarray, correct_b: np.ndarray, labels: np.ndarray, n_boot: int = 10000,
