@@ -306,9 +306,7 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     resume = tune.Tuner.can_restore(str(exp_dir), storage_filesystem=storage_fs())
     try:
         if resume:
-            notes = prepare_resume(exp_dir)
-            StudySearch.restored_trials = restored_trials(exp_dir)
-            for note in notes + mark_lost_trials(exp_dir, StudySearch.restored_trials):
+            for note in prepare_resume(exp_dir):
                 print(f"warning: {note}", file=sys.stderr)
         elif (exp_dir / results.META_FILE).exists():
             n = len(results.open_study(exp_dir, meta).trials)
@@ -346,6 +344,9 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
 
     trainable = tune.with_resources(trial_fn, {"cpu": cpus, "gpu": gpus})
     if resume:
+        StudySearch.restored_trials = restored_trials(exp_dir)
+        for note in mark_lost_trials(exp_dir, StudySearch.restored_trials):
+            print(f"warning: {note}", file=sys.stderr)
         print(f"resuming experiment {exp_dir}", file=sys.stderr)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False,
                                    storage_filesystem=storage_fs())
