@@ -12,6 +12,7 @@ from analysis import stats
 from analysis.load import Experiment, rung_reached
 from analysis.plots import metric_label
 from uclser_tune.search import results
+from uclser_tune.search.state import LOST_NOTE
 
 
 @dataclass
@@ -39,6 +40,11 @@ def header(exp: Experiment) -> list[str]:
              (f"- trials: {len(exp.table)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); table "
              f"{exp.table_source}"),
              f"- epoch budget {exp.max_epochs}; ASHA rungs {rungs}"]
+    lost = exp.table.get("error", pd.Series(dtype=str)).fillna("").str.startswith(LOST_NOTE).sum()
+    if lost:
+        lines.append(f"- {lost} FAIL trial(s) lost: started after the last snapshot of a killed driver session, "
+                     "they could not be resumed and a new trial took each one's place (their kNN up to the "
+                     "epoch they reached stays in the table)")
     if exp.meta.get("startup_design"):
         lines.append(f"- the first {exp.meta['startup_design']} trials: the space's balanced start-up design "
                      "(every on/off parameter on in half of them, every pair balanced), then the sampler")

@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 from optuna_dashboard._storage_url import get_storage
 
+from analysis.load import load_experiment
+from analysis.report import header
 from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.search import surrogate
 from uclser_tune.search.results import META_FILE, open_study
@@ -174,6 +176,7 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     assert (~lost).sum() == 4 and table.optuna_number.is_unique  # another trial took the lost one's place
     assert (table.status[lost] == "FAIL").all() and set(table.status[~lost]) <= {"COMPLETE", "PRUNED"}
     assert snapshotted <= set(table.trial_id[~lost])  # every trial the snapshot knew came back
+    assert any(line.startswith("- 1 FAIL trial(s) lost") for line in header(load_experiment(exp)))  # the report says so
     for row in table[~lost].itertuples():
         reports = [json.loads(line) for line in (exp / row.trial_dir / "result.json").read_text().splitlines()]
         epochs = [r["epoch"] for r in reports]

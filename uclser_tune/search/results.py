@@ -109,7 +109,7 @@ def trials_table(exp_dir: str | Path) -> pd.DataFrame:
             "node_ip": reports[-1].get("node_ip", "") if reports else "",
             "retried_from_epoch": max((r.get("resumed_from", 0) for r in reports), default=0),
             "error": next((r["error"] for r in reports if "error" in r), "") or (
-                (trial_dir / "error.txt").read_text()[-500:] if (trial_dir / "error.txt").exists() else ""),
+                (trial_dir / "error.txt").read_text().rstrip()[-500:] if (trial_dir / "error.txt").exists() else ""),
             "config_yaml": cfg.to_yaml(), "trial_dir": trial_dir.name,
             **_summary(cfg),
             **{f"param_{k}": v for k, v in (frozen.params if frozen else {}).items()},
