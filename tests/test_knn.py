@@ -10,6 +10,7 @@ from uclser_tune.evaluation import (
     eval_patch_index,
     evaluate_knn,
     knn_balanced_accuracy,
+    knn_predict,
     knn_scores,
 )
 
@@ -20,13 +21,15 @@ def majority(counts):
     return min(c for c, v in counts.items() if v == best)
 
 
-def slow_knn(z, clip_ids, labels, k):
+def slow_knn(z, clip_ids, labels, k, groups=None):
     """(balanced, micro, top-3) accuracy, one patch and one clip at a time. Top-3: the clip's neighbour
-    votes summed over its patches, classes ranked by votes, ties to the smaller id."""
+    votes summed over its patches, classes ranked by votes, ties to the smaller id. ``groups``: a
+    patch's neighbours are only patches of other groups (else of other clips)."""
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    left_out = clip_ids if groups is None else groups
     patch_pred, patch_votes = [], []
     for i in range(len(z)):
-        bank = [(float(z[i] @ z[j]), j) for j in range(len(z)) if clip_ids[j] != clip_ids[i]]
+        bank = [(float(z[i] @ z[j]), j) for j in range(len(z)) if left_out[j] != left_out[i]]
         bank.sort(key=lambda t: -t[0])
         counts = {}
         for _, j in bank[:k]:
@@ -76,6 +79,24 @@ def test_equals_slow_reference(seed, k):
             assert got["balanced_acc"] == pytest.approx(ref_bal)
             assert got["micro_acc"] == pytest.approx(ref_micro)
             assert got["top3_acc"] == pytest.approx(ref_top3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k", [1, 4, 1000])
+def test_leave_one_group_out_equals_slow_reference(seed, k):
+    z, clip_ids, labels = random_set(seed)
+    rng = np.random.default_rng(seed + 10)
+    clip_group = dict(zip(np.unique(clip_ids), rng.integers(0, 6, len(np.unique(clip_ids))) * 5 - 2))
+    groups = np.array([clip_group[c] for c in clip_ids])  # several clips per group, ids not 0..n-1
+    ref = slow_knn(z, clip_ids, labels, k, groups)
+    perm = rng.permutation(len(z))
+    for order in (np.arange(len(z)), perm):
+        for chunk in (None, 1, 7):
+            label, pred, summed = knn_predict(torch.from_numpy(z[order]), torch.from_numpy(clip_ids[order]),
+                                              torch.from_numpy(labels[order]), k, chunk=chunk,
+                                              groups=torch.from_numpy(groups[order]))
+            assert balanced_accuracy(label, pred) == pytest.approx(ref[0])
+            assert float((label == pred).double().mean()) == pytest.approx(ref[1])
 
 
 def test_ties_go_to_the_smallest_class_id():

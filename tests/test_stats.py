@@ -64,6 +64,26 @@ def test_one_seed_matches_the_stratified_sampling_variance():
     assert low < diff < high
 
 
+def test_groups_of_clips_are_drawn_together():
+    """S = 1, every class m groups of r clips: per class the bootstrap draws m groups, so var = Σ_c
+    var(group mean of d | c) / m / C². Clips of a group that agree (near-copies) widen the interval by
+    about sqrt(r) against drawing the clips alone; groups of one clip are the plain clip bootstrap."""
+    rng = np.random.default_rng(6)
+    n_classes, m, r = 4, 7, 5
+    labels = np.repeat(np.arange(n_classes), m * r)
+    groups = np.arange(n_classes * m).repeat(r) * 3 + 1  # ids need not be 0..n-1
+    a = np.repeat(rng.random(n_classes * m) < 0.7, r)[None]  # a group is right or wrong as a whole
+    b = np.repeat(rng.random(n_classes * m) < 0.4, r)[None]
+    group_d = (a[0].astype(float) - b[0]).reshape(n_classes, m, r).mean(-1)
+    want_sd = np.sqrt(sum(group_d[c].var() / m for c in range(n_classes))) / n_classes
+    diff, low, high, _ = bootstrap_bacc_diff(a, b, labels, n_boot=40000, seed=3, groups=groups)
+    assert (high - low) / (2 * 1.96) == pytest.approx(want_sd, rel=0.05)
+    _, clip_low, clip_high, _ = bootstrap_bacc_diff(a, b, labels, n_boot=40000, seed=3)
+    assert (high - low) / (clip_high - clip_low) == pytest.approx(np.sqrt(r), rel=0.1)
+    assert bootstrap_bacc_diff(a, b, labels, n_boot=500, groups=np.arange(len(labels)) * 2) == \
+        bootstrap_bacc_diff(a, b, labels, n_boot=500)
+
+
 def test_seed_spread_widens_the_interval_and_identical_models_give_zero():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 5, 200)

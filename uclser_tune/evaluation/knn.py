@@ -20,15 +20,17 @@ def _majority(votes: torch.Tensor) -> torch.Tensor:
     return votes.argmax(1)
 
 
-def _neighbours(z: torch.Tensor, clip_of: torch.Tensor, k: int, block: int):
+def _neighbours(z: torch.Tensor, clip_of: torch.Tensor, k: int, block: int, group_of: torch.Tensor | None = None):
     """Yield ``(lo, hi, sims, index)``: for the patches lo..hi, their k most similar patches of other
-    clips (similarity -inf where the bank has fewer than k). Each block of the symmetric similarity
-    matrix is computed once and serves both its rows and, transposed, its columns, which halves the
-    matmul work; per row block a running top-k is kept, so memory stays O(P·k + block²)."""
+    clips, or of other groups when ``group_of`` is given (similarity -inf where the bank has fewer than
+    k). Each block of the symmetric similarity matrix is computed once and serves both its rows and,
+    transposed, its columns, which halves the matmul work; per row block a running top-k is kept, so
+    memory stays O(P·k + block²)."""
     n = len(z)
+    left_out = clip_of if group_of is None else group_of
     bounds = [(lo, min(lo + block, n)) for lo in range(0, n, block)]
-    first = [clip_of[lo:hi].min() for lo, hi in bounds]
-    last = [clip_of[lo:hi].max() for lo, hi in bounds]
+    first = [left_out[lo:hi].min() for lo, hi in bounds]
+    last = [left_out[lo:hi].max() for lo, hi in bounds]
     running: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(bounds)
 
     def merge(b: int, v: torch.Tensor, i: torch.Tensor) -> None:
@@ -41,8 +43,8 @@ def _neighbours(z: torch.Tensor, clip_of: torch.Tensor, k: int, block: int):
         for bj in range(bi, len(bounds)):
             clo, chi = bounds[bj]
             sims = z[lo:hi] @ z[clo:chi].T
-            if first[bj] <= last[bi] and first[bi] <= last[bj]:  # the two blocks may share a clip
-                sims.masked_fill_(clip_of[lo:hi, None] == clip_of[None, clo:chi], float("-inf"))
+            if first[bj] <= last[bi] and first[bi] <= last[bj]:  # the two blocks may share a clip (group)
+                sims.masked_fill_(left_out[lo:hi, None] == left_out[None, clo:chi], float("-inf"))
             top, idx = sims.topk(min(k, chi - clo), dim=1, sorted=False)
             merge(bi, top, idx + clo)
             if bj != bi:
@@ -53,16 +55,22 @@ def _neighbours(z: torch.Tensor, clip_of: torch.Tensor, k: int, block: int):
 
 
 def knn_predict(z: torch.Tensor, clip_ids: torch.Tensor, labels: torch.Tensor, k: int = 200,
-                chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                chunk: int | None = None, groups: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per clip (in the order of its id): the true label, the kNN prediction, and the neighbour votes
-    summed over the clip's patches (clips, classes). Arguments as :func:`knn_scores`."""
+    summed over the clip's patches (clips, classes). Arguments as :func:`knn_scores`; ``groups`` (P,),
+    each patch's group (a clip lies in one group), leaves the query's whole group out of its neighbours
+    instead of only its clip: leave one group out, for sets whose clips come in near-copies (one
+    recording session, one drum kit)."""
     z = torch.nn.functional.normalize(z.float(), dim=1)
     clip_ids, labels = torch.as_tensor(clip_ids, device=z.device), torch.as_tensor(labels, device=z.device).long()
     clips, clip_of = torch.unique(clip_ids, return_inverse=True)
+    group_of = None if groups is None else torch.unique(torch.as_tensor(groups, device=z.device),
+                                                        return_inverse=True)[1]
     n_patches, n_classes = len(z), int(labels.max()) + 1
     k = min(k, n_patches)
     patch_votes = torch.zeros(n_patches, n_classes, device=z.device)
-    for lo, hi, top, idx in _neighbours(z, clip_of, k, chunk or BLOCK):
+    for lo, hi, top, idx in _neighbours(z, clip_of, k, chunk or BLOCK, group_of):
         patch_votes[lo:hi].scatter_add_(1, labels[idx], torch.isfinite(top).float())
     patch_pred = _majority(patch_votes)
     clip_votes = torch.zeros(len(clips), n_classes, device=z.device)

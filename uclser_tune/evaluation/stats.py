@@ -37,7 +37,7 @@ def t_interval(values: list[float] | np.ndarray) -> tuple[float, float, float, f
 
 
 def bootstrap_bacc_diff(correct_a: np.ndarray, correct_b: np.ndarray, labels: np.ndarray, n_boot: int = 10000,
-                        seed: int = 0) -> tuple[float, float, float, float]:
+                        seed: int = 0, groups: np.ndarray | None = None) -> tuple[float, float, float, float]:
     """Mean balanced-accuracy difference a − b over seeds, with a bootstrap over seeds *and* clips.
 
     A t-test over seeds treats the evaluation clips as fixed; on a small set their sampling is often the
@@ -45,8 +45,11 @@ def bootstrap_bacc_diff(correct_a: np.ndarray, correct_b: np.ndarray, labels: np
     it. ``correct_a`` (S, N) says whether seed s's model got clip n right; ``correct_b`` is (S, N) paired
     by seed with a, or (1, N) for a baseline without seed. Each replicate draws S seeds with replacement
     (the same for a and b) and, per class, as many clips as the class has, with replacement (the same
-    clips for a and b, so class sizes and the pairing are kept). Returns the observed difference, the
-    95 % percentile interval and the two-sided bootstrap p (the tail beyond 0, doubled, +1 corrected).
+    clips for a and b, so class sizes and the pairing are kept). With ``groups`` (N,), clips that are not
+    independent (near-copies: one recording session, one drum kit) are drawn together: per class, as many
+    of its groups as it has, each with all its clips (a class's recall in a replicate is then the share
+    right among the drawn clips). Returns the observed difference, the 95 % percentile interval and the
+    two-sided bootstrap p (the tail beyond 0, doubled, +1 corrected).
     """
     correct_a, correct_b = np.atleast_2d(correct_a).astype(float), np.atleast_2d(correct_b).astype(float)
     labels = np.asarray(labels)
@@ -55,12 +58,16 @@ def bootstrap_bacc_diff(correct_a: np.ndarray, correct_b: np.ndarray, labels: np
     classes = np.unique(labels)
     observed = np.zeros(n_seeds)
     boot = np.zeros((n_seeds, n_boot))  # per seed and replicate: bacc_a − bacc_b on the replicate's clips
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     for c in classes:
-        idx = np.flatnonzero(labels == c)
-        draw = idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]
-        diff = correct_a[:, idx].mean(1) - correct_b[:, idx].mean(1)  # (S,) or broadcast from (1,)
+        in_class = labels == c
+        _, unit_of = np.unique(groups[in_class], return_inverse=True)  # each clip's group, 0..m-1
+        members = np.eye(unit_of.max() + 1)[unit_of]  # (n_c, m): clip in group
+        size, right_a, right_b = members.sum(0), correct_a[:, in_class] @ members, correct_b[:, in_class] @ members
+        draw = rng.integers(0, len(size), size=(n_boot, len(size)))
+        diff = correct_a[:, in_class].mean(1) - correct_b[:, in_class].mean(1)  # (S,) or broadcast from (1,)
         observed += diff / len(classes)
-        boot += (correct_a[:, draw].mean(-1) - correct_b[:, draw].mean(-1)) / len(classes)
+        boot += (right_a[:, draw].sum(-1) - right_b[:, draw].sum(-1)) / size[draw].sum(-1) / len(classes)
     seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
     reps = boot[seeds, np.arange(n_boot)[:, None]].mean(1)
     low, high = np.percentile(reps, [2.5, 97.5])
