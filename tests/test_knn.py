@@ -92,7 +92,7 @@ def test_leave_one_group_out_equals_slow_reference(seed, k):
     perm = rng.permutation(len(z))
     for order in (np.arange(len(z)), perm):
         for chunk in (None, 1, 7):
-            label, pred, summed = knn_predict(torch.from_numpy(z[order]), torch.from_numpy(clip_ids[order]),
+            label, pred, _ = knn_predict(torch.from_numpy(z[order]), torch.from_numpy(clip_ids[order]),
                                               torch.from_numpy(labels[order]), k, chunk=chunk,
                                               groups=torch.from_numpy(groups[order]))
             assert balanced_accuracy(label, pred) == pytest.approx(ref[0])

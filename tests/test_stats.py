@@ -77,6 +77,7 @@ def test_groups_of_clips_are_drawn_together():
     group_d = (a[0].astype(float) - b[0]).reshape(n_classes, m, r).mean(-1)
     want_sd = np.sqrt(sum(group_d[c].var() / m for c in range(n_classes))) / n_classes
     diff, low, high, _ = bootstrap_bacc_diff(a, b, labels, n_boot=40000, seed=3, groups=groups)
+    assert low < diff < high
     assert (high - low) / (2 * 1.96) == pytest.approx(want_sd, rel=0.05)
     _, clip_low, clip_high, _ = bootstrap_bacc_diff(a, b, labels, n_boot=40000, seed=3)
     assert (high - low) / (clip_high - clip_low) == pytest.approx(np.sqrt(r), rel=0.1)
