@@ -25,6 +25,13 @@ splits):
   a claim about drum hits in general must include their sampling.
 
 A comparison holds only if the difference is positive and both Holm-corrected p are below 0.05.
+
+``--leave-kit-out`` (``analysis/findings/transfer/leave_kit_out/PROTOCOL.md``): a split's clips come from
+a few Hydrogen kits, and one instrument's velocity layers (near-copies) stay together. Then a clip's kNN
+neighbours exclude every clip of its own kit (``FSDnoisy18k.doc/sources.csv``: the first component of
+``source_path``), for the encoders and the baseline alike, and the bootstrap draws each class's kits
+(with all their clips of that class) instead of single clips.
+
 Outputs in ``--out``: ``transfer.csv`` (every encoder, seed, split), ``clip_predictions.csv`` (every
 clip's label and kNN prediction, from which every number can be recomputed), ``comparisons.csv`` and
 ``report.md``.
@@ -51,6 +58,7 @@ from uclser_tune.evaluation.stats import bootstrap_bacc_diff, holm, t_interval
 from uclser_tune.training import build_model
 
 SPLITS = ("test", "val")
+SOURCES = "FSDnoisy18k.doc/sources.csv"  # build_drum_hits.sh: each clip's kit and file
 K = 5
 N_BOOT = 10000
 
@@ -67,17 +75,29 @@ def logmel_mean_std(clips: Any) -> torch.Tensor:
     return (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
 
 
-def baseline_predictions(clips: Any, k: int) -> torch.Tensor:
-    """Each clip's kNN prediction from its log-mel statistics (one vector per clip, so one 'patch')."""
+def baseline_predictions(clips: Any, k: int, kits: torch.Tensor | None = None) -> torch.Tensor:
+    """Each clip's kNN prediction from its log-mel statistics (one vector per clip, so one 'patch');
+    ``kits`` (clips,): leave each clip's kit out of its neighbours."""
     feats = logmel_mean_std(clips)
-    return knn_predict(feats, torch.arange(len(feats)), clips.labels, k)[1]
+    return knn_predict(feats, torch.arange(len(feats)), clips.labels, k, groups=kits)[1]
 
 
-def encoder_predictions(model: Any, clips: Any, mean: float, std: float, k: int, output: str = "z") -> torch.Tensor:
+def encoder_predictions(model: Any, clips: Any, mean: float, std: float, k: int, output: str = "z",
+                        kits: torch.Tensor | None = None) -> torch.Tensor:
     """Each clip's kNN prediction from the model's patch embeddings (with ``output`` z, what ``evaluate_knn``
-    scores; h is the encoder's output before the projection head)."""
+    scores; h is the encoder's output before the projection head); ``kits`` as in ``baseline_predictions``."""
     z, clip_index = embed_patches(model.eval(), clips, mean, std, output=output)
-    return knn_predict(z, clip_index, clips.labels[clip_index], k)[1]
+    return knn_predict(z, clip_index, clips.labels[clip_index], k, groups=None if kits is None else kits[clip_index])[1]
+
+
+def clip_kits(drums: Path, clips: Any) -> torch.Tensor:
+    """Each clip's kit, as an integer, from the drum set's ``sources.csv`` (KeyError: a clip not listed)."""
+    import csv
+
+    with open(drums / SOURCES, newline="") as f:
+        kit_of = {r["fname"]: r["source_path"].split("/")[0] for r in csv.DictReader(f)}
+    names = sorted(set(kit_of.values()))
+    return torch.tensor([names.index(kit_of[c]) for c in clips.clip_ids])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embedding", choices=("z", "h"), default="z",
                     help="z: the projection head's output, as the project's kNN (SPEC §4, the default); h: the "
                          "encoder's output before the head, what linear evaluation and fine-tuning read")
+    ap.add_argument("--leave-kit-out", action="store_true",
+                    help="kNN neighbours from other kits only, and a bootstrap that draws kits within each class "
+                         "(needs the drum set's FSDnoisy18k.doc/sources.csv)")
     ap.add_argument("--out", type=Path, default=Path("analysis/findings/transfer"))
     args = ap.parse_args(argv)
     runs = sorted(args.weights.glob("default-seed*.json"))
@@ -101,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --weights {args.weights} lacks default-seed<N>.json for two or more of the --seeds, or "
               f"--drums {args.drums} is not a data set in the FSDnoisy18k layout", file=sys.stderr)
         return 2
+    if args.leave_kit_out and not (args.drums / SOURCES).exists():
+        print(f"error: --leave-kit-out needs {args.drums / SOURCES} (written by build_drum_hits.sh)", file=sys.stderr)
+        return 2
     store = open_store(config_from_dict({"data": {"root": str(args.drums)}}).data)
     splits = {s: store.splits[s].to_torch() for s in SPLITS}
+    kits = {s: clip_kits(args.drums, c) if args.leave_kit_out else None for s, c in splits.items()}
     rows: list[dict[str, Any]] = []
     preds: dict[tuple[str, Any, str], torch.Tensor] = {}
     for path in runs:
@@ -115,32 +142,34 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in encoders.items():
             for split, clips in splits.items():
                 preds[name, cfg.seed, split] = encoder_predictions(model, clips, store.mean, store.std, K,
-                                                                   args.embedding)
+                                                                   args.embedding, kits[split])
                 rows.append({"encoder": name, "seed": cfg.seed, "split": split, "embedding": args.embedding,
                              "knn_bacc": balanced_accuracy(clips.labels, preds[name, cfg.seed, split]),
                              "pretrained_on": f"synthetic {cfg.data.synth_size} v3, {cfg.train.epochs} epochs"})
     for split, clips in splits.items():
-        preds["logmel_mean_std", "", split] = baseline_predictions(clips, K)
+        preds["logmel_mean_std", "", split] = baseline_predictions(clips, K, kits[split])
         rows.append({"encoder": "logmel_mean_std", "seed": "", "split": split, "embedding": "",
                      "knn_bacc": balanced_accuracy(clips.labels, preds["logmel_mean_std", "", split]),
                      "pretrained_on": ""})
     labels = {split: clips.labels.numpy() for split, clips in splits.items()}
     correct = {key: (pred.numpy() == labels[key[2]]) for key, pred in preds.items()}
-    comparisons = compare(rows, correct, labels)
+    comparisons = compare(rows, correct, labels, {s: None if k is None else k.numpy() for s, k in kits.items()})
     clip_rows = [{"encoder": e, "seed": seed, "split": split, "clip": i, "label": int(labels[split][i]),
                   "pred": int(p)} for (e, seed, split), pred in preds.items() for i, p in enumerate(pred.tolist())]
     args.out.mkdir(parents=True, exist_ok=True)
     for name, data in (("transfer.csv", rows), ("clip_predictions.csv", clip_rows), ("comparisons.csv", comparisons)):
         write_csv(args.out / name, data)
-    (args.out / "report.md").write_text(report(rows, comparisons, {s: len(c.lengths) for s, c in splits.items()}))
+    (args.out / "report.md").write_text(report(rows, comparisons, {s: len(c.lengths) for s, c in splits.items()},
+                                               args.leave_kit_out))
     print((args.out / "report.md").read_text())
     return 0
 
 
 def compare(rows: list[dict[str, Any]], correct: dict[tuple[str, Any, str], np.ndarray],
-            labels: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+            labels: dict[str, np.ndarray], kits: dict[str, np.ndarray | None]) -> list[dict[str, Any]]:
     """Per split, pretrained against random_init (paired by seed) and against the log-mel baseline: the
-    seed t-interval and the seed-and-clip bootstrap, each Holm-corrected over all rows."""
+    seed t-interval and the seed-and-clip bootstrap (kits drawn whole where ``kits`` has them), each
+    Holm-corrected over all rows."""
     def acc(encoder: str, split: str) -> dict:
         return {r["seed"]: r["knn_bacc"] for r in rows if r["encoder"] == encoder and r["split"] == split}
 
@@ -154,7 +183,8 @@ def compare(rows: list[dict[str, Any]], correct: dict[tuple[str, Any, str], np.n
                  np.stack([correct["random_init", s, split] for s in seeds])),
                 ("logmel_mean_std", [pre[s] - base for s in seeds], correct["logmel_mean_std", "", split][None])):
             diff, lo, hi, p = t_interval(diffs)
-            _, boot_lo, boot_hi, p_boot = bootstrap_bacc_diff(hits_pre, hits_other, labels[split], N_BOOT)
+            _, boot_lo, boot_hi, p_boot = bootstrap_bacc_diff(hits_pre, hits_other, labels[split], N_BOOT,
+                                                              groups=kits[split])
             out.append({"split": split, "a": "pretrained", "b": other, "n": len(diffs),
                         "n_clips": len(labels[split]), "mean_a": float(np.mean(list(pre.values()))),
                         "mean_b": base if other == "logmel_mean_std" else float(np.mean(list(rnd.values()))),
@@ -168,7 +198,12 @@ def compare(rows: list[dict[str, Any]], correct: dict[tuple[str, Any, str], np.n
     return out
 
 
-def report(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], sizes: dict[str, int]) -> str:
+def report(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], sizes: dict[str, int],
+           leave_kit_out: bool = False) -> str:
+    protocol = ("leave-one-kit-out within the split (a clip's neighbours are clips of other kits)" if leave_kit_out
+                else "leave-one-clip-out within the split")
+    unit = ("kits within each class (each with all its clips of the class; one kit's correlation across "
+            "classes is not modelled)" if leave_kit_out else "the clips within each class")
     lines = "\n".join(
         f"| {c['split']} ({sizes[c['split']]} clips) | pretrained {c['mean_a']:.3f} | {c['b']} {c['mean_b']:.3f} | "
         f"{c['diff']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {c['p_holm']:.2g} | "
@@ -178,14 +213,14 @@ def report(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], sizes:
 
 Pre-trained on: {rows[0]['pretrained_on']} (the `default` runs of `benchmarks.paper_effects`), n =
 {comparisons[0]['n']} seeds. kNN balanced accuracy on the encoders' {rows[0]['embedding']} embeddings, k {K},
-leave-one-clip-out within the split; chance 0.125.
+{protocol}; chance 0.125.
 
 | split | a | b | a − b | seeds only: 95 % CI, p Holm | seeds and clips: 95 % CI, p Holm | a better |
 |---|---|---|---|---|---|---|
 {lines}
 
 "Seeds only" is a t-interval over the {comparisons[0]['n']} seeds, the clips taken as fixed. "Seeds and
-clips" is a bootstrap ({N_BOOT} replicates) that also redraws the clips within each class, paired between
+clips" is a bootstrap ({N_BOOT} replicates) that also redraws {unit}, paired between
 a and b: it is the interval for drum hits in general rather than these clips. Holm is over the four rows,
 separately for each kind of p. "a better" needs a positive difference and both p_Holm < 0.05.
 """

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +17,10 @@ import torch
 from scipy import stats
 
 from benchmarks.paper_effects import CLAIMS, COLUMNS, claim_rows
-from benchmarks.transfer import logmel_mean_std
+from benchmarks.transfer import SOURCES, K, logmel_mean_std
 from tests.conftest import make_clips
+from uclser_tune.config import config_from_dict
+from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.metrics import balanced_accuracy
 
 
@@ -96,6 +100,39 @@ def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store)
                               "--weights", str(work), "--seeds", "0", "1", "7", "--out", str(tmp_path / "tr2")],
                              capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "--seeds" in missing.stderr and not (tmp_path / "tr2").exists()
+    check_leave_kit_out(Path(os.environ["DRUM_HITS_DIR"]), work, tmp_path)
+
+
+def check_leave_kit_out(drums, work, tmp_path):
+    """--leave-kit-out: the baseline's prediction of a clip is the majority of its K nearest clips of
+    other kits, by brute force from sources.csv; without sources.csv it is refused."""
+    out = tmp_path / "kit"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", str(drums), "--weights", str(work),
+                          "--leave-kit-out", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "leave-one-kit-out" in (out / "report.md").read_text()
+    with open(out / "clip_predictions.csv") as f:
+        got = [int(r["pred"]) for r in csv.DictReader(f) if (r["encoder"], r["split"]) == ("logmel_mean_std", "test")]
+    with open(drums / SOURCES) as f:
+        kit_of = {r["fname"]: r["source_path"].split("/")[0] for r in csv.DictReader(f)}
+    clips = open_store(config_from_dict({"data": {"root": str(drums)}}).data).splits["test"].to_torch()
+    feats = torch.nn.functional.normalize(logmel_mean_std(clips), dim=1)
+    sims, kits = feats @ feats.T, [kit_of[c] for c in clips.clip_ids]
+    want = []
+    for i in range(len(kits)):
+        near = sorted((j for j in range(len(kits)) if kits[j] != kits[i]), key=lambda j: -float(sims[i, j]))[:K]
+        votes = Counter(int(clips.labels[j]) for j in near)
+        want.append(min(c for c, v in votes.items() if v == max(votes.values())))
+    assert got == want
+    bare = tmp_path / "bare"  # the set without its doc folder
+    bare.mkdir()
+    for name in ("FSDnoisy18k.meta", "FSDnoisy18k.audio_train", "FSDnoisy18k.audio_test"):
+        (bare / name).symlink_to(drums / name)
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", str(bare), "--weights", str(work),
+                              "--leave-kit-out", "--out", str(tmp_path / "kit2")], capture_output=True, text=True,
+                             check=False)
+    assert refused.returncode == 2 and "sources.csv" in refused.stderr and not (tmp_path / "kit2").exists()
 
 
 def test_bad_arguments_exit_2_before_any_run(tmp_path):
