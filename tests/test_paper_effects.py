@@ -151,3 +151,37 @@ def test_runs_on_another_data_seed_are_not_mixed_into_a_work_dir(tmp_path):
                          capture_output=True, text=True, timeout=600, check=False)  # tiny: quick if not refused
     assert run.returncode == 2 and run.stderr.startswith("error: --work") and "--synth-seed" in run.stderr
     assert sorted(p.name for p in work.iterdir()) == ["default-seed0.json"] and not (tmp_path / "out").exists()
+
+
+def test_claims_over_draws_by_hand(tmp_path):
+    """Each draw's diff is one value: t over draws (2 df, t 4.3027 from a table), Holm over the 3 claims."""
+    per_draw = {"random>same": [0.02, 0.05, 0.08], "default_da>no_da": [0.10, 0.12, 0.14],
+                "mixback>no_mixback": [-0.01, 0.02, 0.0]}
+    dirs = []
+    for i in range(3):
+        d = tmp_path / f"draw{i}"
+        d.mkdir()
+        with open(d / "paper_effects.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["claim", "diff", "n"])
+            w.writeheader()
+            w.writerows({"claim": c, "diff": v[i], "n": 5} for c, v in per_draw.items())
+        dirs.append(str(d))
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects_draws", *dirs, "--out", str(out)],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    with open(out / "paper_effects_draws.csv") as f:
+        rows = {r["claim"]: r for r in csv.DictReader(f)}
+    half = 4.302653 * 0.03 / np.sqrt(3)  # random>same: mean 0.05, sd 0.03
+    got = rows["random>same"]
+    assert float(got["diff"]) == pytest.approx(0.05)
+    assert (float(got["ci_low"]), float(got["ci_high"])) == pytest.approx((0.05 - half, 0.05 + half), abs=1e-6)
+    # p: 0.1020 (t 2.887), 0.00913 (t 10.39), 0.742 (t 0.378), all 2 df; Holm: ×2, ×3, ×1 in p order
+    want = {"random>same": 2 * 0.1020, "default_da>no_da": 3 * 0.00913, "mixback>no_mixback": 0.742}
+    for claim, p in want.items():
+        assert float(rows[claim]["p_holm"]) == pytest.approx(p, abs=2e-3)
+        assert (rows[claim]["holds"] == "True") == (claim == "default_da>no_da")
+    assert rows["mixback>no_mixback"]["per_draw"] == "-0.0100 +0.0200 +0.0000"
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects_draws", dirs[0], str(tmp_path / "none"),
+                          "--out", str(tmp_path / "out2")], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and not (tmp_path / "out2").exists()
