@@ -6,7 +6,7 @@ import json
 
 import optuna
 import yaml
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from uclser_tune.search.searcher import StudySearch, StudySearchGenerator, cells_to_rerun
 from uclser_tune.search.spaces import load_space
@@ -30,6 +30,10 @@ def result(epoch):
     return {"knn_acc": 0.5, "epoch": epoch, "max_epochs": 2, "training_iteration": epoch}
 
 
+def finish(searcher, trial_id, error=False):
+    searcher.on_trial_complete(trial_id, None if error else result(2), error=error)
+
+
 def restore(monkeypatch, searcher, path, **trials):
     monkeypatch.setattr(StudySearch, "restored_trials",
                         {tid: RestoredTrial(number, status, f"trial_{tid}") for tid, (number, status) in trials.items()})
@@ -39,6 +43,56 @@ def restore(monkeypatch, searcher, path, **trials):
 
 def states(searcher):
     return {t.number: t.state.name for t in searcher._ot_study.trials}
+
+
+def test_grid_runs_every_cell_once_ends_cleanly_and_resume_reruns_failed_cells(tmp_path, monkeypatch):
+    first = grid_searcher(tmp_path)
+    cells = []
+    for i in range(4):
+        config = first.suggest(f"t{i}")
+        cells.append((config["variant"], config["seed"]))
+        finish(first, f"t{i}", error=i == 1)  # no GridSampler: telling the last cell raises nothing
+    assert sorted(cells) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert first.suggest("t4") == Searcher.FINISHED
+    first.suggest("t5")  # asked again (a ConcurrencyLimiter does): still finished, no extra trial
+    assert len(first._ot_study.trials) == 4
+    first.save(str(tmp_path / "searcher.pkl"))
+
+    # the failed cell is re-run on resume
+    resumed = restore(monkeypatch, grid_searcher(tmp_path), tmp_path / "searcher.pkl",  # the journal has the 4
+                      t0=(0, "TERMINATED"), t1=(1, "ERROR"), t2=(2, "TERMINATED"), t3=(3, "TERMINATED"))
+    assert list(states(resumed).values()).count("FAIL") == 1
+    rerun = resumed.suggest("t6")
+    assert (rerun["variant"], rerun["seed"]) == cells[1]
+    finish(resumed, "t6")
+    assert resumed.suggest("t7") == Searcher.FINISHED
+
+    generator = StudySearchGenerator(first)
+    generator.set_state({"counter": 4, "total_samples": 10**9, "finished": True, "experiment": None})
+    assert not generator.is_finished()  # a restored grid asks its study again
+    plain = SearchGenerator(first)
+    plain.set_state({"counter": 4, "total_samples": 10**9, "finished": True, "experiment": None})
+    assert plain.is_finished()
+
+
+def test_resume_closes_unsnapshotted_trials_and_requeues_their_cells(tmp_path, monkeypatch):
+    first = grid_searcher(tmp_path)
+    asked_first = first.suggest("t0")
+    finish(first, "t0")
+    first.save(str(tmp_path / "snapshot.pkl"))  # Ray's snapshot: one trial
+    late = first.suggest("t1")  # started after the snapshot, then the driver was killed
+    resumed = restore(monkeypatch, grid_searcher(tmp_path), tmp_path / "snapshot.pkl", t0=(0, "TERMINATED"))
+    assert states(resumed)[1] == "FAIL" and "RUNNING" not in states(resumed).values()
+    asked = [resumed.suggest(f"r{i}") for i in range(3)]
+    assert sorted((c["variant"], c["seed"]) for c in asked) == sorted(
+        {("a", 0), ("a", 1), ("b", 0), ("b", 1)} - {(asked_first["variant"], asked_first["seed"])})
+    assert (late["variant"], late["seed"]) in {(c["variant"], c["seed"]) for c in asked}
+    for i in range(3):
+        finish(resumed, f"r{i}")
+    assert resumed.suggest("r3") == Searcher.FINISHED  # each cell once: the lost one's cell queued only once
+    assert resumed.suggest("r3") == "FINISHED"
+    done = {(t.params["variant"], t.params["seed"]) for t in resumed._ot_study.trials if t.state.name == "COMPLETE"}
+    assert len(done) == 4
 
 
 def test_a_trial_the_searcher_snapshot_missed_is_relinked_by_its_optuna_number(tmp_path, monkeypatch):
