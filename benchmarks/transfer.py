@@ -40,6 +40,7 @@ clip's label and kNN prediction, from which every number can be recomputed), ``c
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -92,12 +93,10 @@ def encoder_predictions(model: Any, clips: Any, mean: float, std: float, k: int,
 
 def clip_kits(drums: Path, clips: Any) -> torch.Tensor:
     """Each clip's kit, as an integer, from the drum set's ``sources.csv`` (KeyError: a clip not listed)."""
-    import csv
-
     with open(drums / SOURCES, newline="") as f:
         kit_of = {r["fname"]: r["source_path"].split("/")[0] for r in csv.DictReader(f)}
-    names = sorted(set(kit_of.values()))
-    return torch.tensor([names.index(kit_of[c]) for c in clips.clip_ids])
+    code = {name: i for i, name in enumerate(sorted(set(kit_of.values())))}
+    return torch.tensor([code[kit_of[c]] for c in clips.clip_ids])
 
 
 def main(argv: list[str] | None = None) -> int:
