@@ -19,7 +19,7 @@ import errno
 import fcntl
 import os
 import platform
-import shutil
+import sys
 from pathlib import Path
 
 LOCK_FILE = "driver.lock"
@@ -69,9 +69,23 @@ class ExperimentLock:
             self._fd = None
 
     def discard(self) -> None:
-        """Remove the experiment dir this driver created, if nothing but the lock file is in it."""
-        if self.created and [p.name for p in self.exp_dir.iterdir()] == [LOCK_FILE]:
-            shutil.rmtree(self.exp_dir)
+        """Remove the experiment dir this driver created, if nothing but the lock file is in it.
+
+        It runs while a refusal is on its way to the user, so it never raises: a dir it cannot remove
+        stays, with a warning, and the refusal is what the user sees. The lock file is closed before it
+        is unlinked (on NFS, unlinking a file the process holds open renames it to ``.nfsXXXX`` instead,
+        and the dir is then not empty), and the dir goes with ``rmdir``, which removes nothing that
+        another process may have put there in the meantime."""
+        if not self.created:
+            return
+        try:
+            if [p.name for p in self.exp_dir.iterdir()] != [LOCK_FILE]:
+                return
+            self.__exit__()  # closes the lock file, releasing the lock
+            self.path.unlink()
+            self.exp_dir.rmdir()
+        except OSError as err:
+            print(f"warning: could not remove {self.exp_dir} ({err.strerror or err})", file=sys.stderr)
 
 
 def holder(path: Path) -> str:
