@@ -8,6 +8,14 @@ command after a crash or a kill resumes the same experiment and study: finished 
 re-run, interrupted ones continue from their last checkpoint. One driver runs an experiment at a
 time (``driver.lock``); every input is checked before the experiment dir is written, and a refusal
 is one ``error:`` line with exit status 2.
+
+On the head of a ``cluster/gpu.yaml`` cluster the same command runs the search on the cluster: there
+``~/ray_bootstrap_config.yaml`` exists (``ray up`` puts it there), so the search joins the cluster
+(``--address auto``) and scales out to the GPU workers it describes, and the environment that
+gpu.yaml sets puts experiments on the shared file system (``UCLSER_RUNS``) and, when set, the study
+in a database (``UCLSER_OPTUNA_URL``). Everything is checked (space, data, the experiment's lock and
+resume, the feature store) before any GPU node is asked for; when the trials want GPUs and the
+cluster has none yet, the search brings one up first and checks that torch there sees CUDA.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from uclser_tune.search.lock import ExperimentLock, LockError
 from uclser_tune.search.results import META_FILE, ExperimentError, read_meta
 from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
 from uclser_tune.search.state import StateError
+from uclser_tune.search.study import check_owner, claim, experiment_id
 from uclser_tune.search.surrogate import Truth, TruthError, load_truth
 from uclser_tune.train import check_data
 from uclser_tune.versions import versions
 
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+GPU_NODE_WAIT_S = 1200  # a cloud GPU node boots and installs in 5-10 minutes
 REUSE_ACTORS = True  # a trial starts in an idle worker of a finished one: ~3 s less per trial start
 SMOKE = {"data.synth_size": "tiny", "model.width": 0.125, "model.proj_hidden": 64, "model.proj_dim": 32,
          "train.max_batches_per_epoch": 3, "eval.knn_k": 10}
@@ -47,16 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="FSDnoisy18k-layout folder or 'synthetic' (default: the space's data.root, "
                                   "else the embedded synthetic set, generated and cached on first use)")
     p.add_argument("--name", help="experiment name (default: the space file's stem)")
-    p.add_argument("--storage-path", default="runs", help="where experiment dirs live (default: runs/)")
+    p.add_argument("--storage-path", default=os.environ.get("UCLSER_RUNS", "runs"),
+                   help="where experiment dirs live (default: $UCLSER_RUNS, which cluster/gpu.yaml sets to the "
+                        "shared file system, else runs/)")
     p.add_argument("--num-samples", type=int, help="number of trials (default: the space's trials.num_samples)")
     p.add_argument("--max-epochs", type=int, help="epoch budget per trial = ASHA's max_t (default: the space's)")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractional allowed (default: the space's)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the space's)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
-    p.add_argument("--address", help="Ray cluster to join ('auto' for the cluster this node belongs to)")
+    p.add_argument("--address", default=default_address(),
+                   help="Ray cluster to join ('auto' for the cluster this node belongs to; default: $RAY_ADDRESS, "
+                        f"else 'auto' on a cluster's head, where {BOOTSTRAP_CONFIG} exists, else a local Ray)")
     p.add_argument("--node-ip-address", help="IP of this node for a local Ray (tests use 127.0.0.2)")
-    p.add_argument("--storage-url", help="Optuna RDB URL shared by many nodes (default: a journal file in the "
-                                         "experiment dir); e.g. postgresql://user@host/db, password from ~/.pgpass")
+    p.add_argument("--storage-url", default=os.environ.get("UCLSER_OPTUNA_URL") or None,
+                   help="Optuna RDB URL (default: $UCLSER_OPTUNA_URL, else a journal file in the experiment dir); "
+                        "e.g. postgresql://user@host/db, password from ~/.pgpass")
     p.add_argument("--grace-period", type=int, help="ASHA's grace period in epochs (default: the space's)")
     p.add_argument("--reduction-factor", type=float, help="ASHA's reduction factor, > 1 (default: the space's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -74,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score each trial from its run config with the effects planted in TRUTH.yaml instead of "
                         "training (no data; schema in search_spaces/README.md): checks the analysis on a known truth")
     return p
+
+
+def default_address() -> str | None:
+    """Where the search runs when ``--address`` is not given: Ray's own ``RAY_ADDRESS``, else the cluster
+    of a head node (``ray up`` leaves its bootstrap config there), else a local Ray."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    return "auto" if BOOTSTRAP_CONFIG.expanduser().exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         with ExperimentLock(exp_dir) as lock:
             code = 2
             try:
-                check_resume(exp_dir, meta)
-                code = run(args, space, exp_dir, meta, base_cfg, truth, cluster_config)
+                old = check_resume(exp_dir, meta)
+                meta["experiment_id"] = experiment_id(old)
+                check_owner(exp_dir, meta, resuming=old is not None)
+                code = run(args, space, exp_dir, meta, base_cfg, truth, cluster_config, resuming=old is not None)
             finally:
                 if code == 2:  # refused: a dir this driver created goes again
                     lock.discard()
@@ -124,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def check_resume(exp_dir: Path, meta: dict) -> None:
+def check_resume(exp_dir: Path, meta: dict) -> dict | None:
     """A resumed experiment must be re-run with what it was started with: Ray's restored experiment keeps
-    its trial count, the restored searcher its seeded sampler and its study storage."""
+    its trial count, the restored searcher its seeded sampler and its study storage. Returns the
+    experiment's search.json, or None for a new experiment."""
     if not (exp_dir / META_FILE).exists():
-        return
+        return None
     old = read_meta(exp_dir)
     if old["space_digest"] != meta["space_digest"]:
         raise StateError(f"{exp_dir} was started with another space file ({old['space']}, or it changed since); "
@@ -145,6 +171,7 @@ def check_resume(exp_dir: Path, meta: dict) -> None:
                                                                    in changed.items())
                          + "; a resumed search keeps them: re-run with the original values (for storage: "
                            "--storage-url, or UCLSER_OPTUNA_URL on a cluster), or use another --name")
+    return old
 
 
 def read_cluster_config(args: argparse.Namespace) -> dict | None:
@@ -277,14 +304,16 @@ def trial_resources(args: argparse.Namespace, space: SearchSpace, cluster: dict[
 
 
 def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict, base_cfg, truth: Truth | None,
-        cluster_config: dict | None) -> int:
+        cluster_config: dict | None, resuming: bool) -> int:
     """The search, with this driver holding the experiment's lock. Everything that can refuse to run
-    (an unusable snapshot, the data, trial resources) comes before search.json is written."""
+    (an unusable snapshot, the data, trial resources, a GPU node that cannot run CUDA) comes before
+    search.json is written, and the GPU node is asked for only after everything else was checked."""
     import ray
     from ray import tune
 
     from uclser_tune.data.store import open_store
     from uclser_tune.search import results
+    from uclser_tune.search.remote import GpuNodeError, wait_for_gpu_node
     from uclser_tune.search.searcher import StudySearch
     from uclser_tune.search.state import (
         StateError,
@@ -333,14 +362,17 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     ray.init(include_dashboard=False, log_to_driver=args.verbose, configure_logging=False, **init)
     try:
         cpus, gpus = trial_resources(args, space, ray.cluster_resources())
-    except SpaceError as err:
+        if args.address and gpus and not ray.cluster_resources().get("GPU"):
+            print(f"GPU node {wait_for_gpu_node(GPU_NODE_WAIT_S)} is up and sees CUDA", file=sys.stderr)
+        max_concurrent = args.max_concurrent or space.trials.get("max_concurrent")
+        if args.address and not max_concurrent:
+            max_concurrent = scale_out_trials(cluster_config, cpus, gpus, ray.cluster_resources())
+        write_meta(exp_dir, meta)
+        claim(exp_dir, meta, resuming)
+    except (SpaceError, GpuNodeError, StateError) as err:
         print(f"error: {err}", file=sys.stderr)
         ray.shutdown()
         return 2
-    max_concurrent = args.max_concurrent or space.trials.get("max_concurrent")
-    if args.address and not max_concurrent:
-        max_concurrent = scale_out_trials(cluster_config, cpus, gpus, ray.cluster_resources())
-    write_meta(exp_dir, meta)
 
     trainable = tune.with_resources(trial_fn, {"cpu": cpus, "gpu": gpus})
     if resume:

@@ -46,29 +46,41 @@ class GpuProbe:
     """Holds a GPU of a worker node until killed: its creation is the demand for a GPU node."""
 
     def node(self) -> str:
+        """The node's IP, once torch there can use the GPU Ray gave this actor (else ``NoCudaError``)."""
         import ray
 
-        return ray.util.get_node_ip_address()
+        from uclser_tune.search.trainable import check_cuda
+
+        ip = ray.util.get_node_ip_address()
+        check_cuda(ray.get_gpu_ids(), ip)
+        return ip
 
 
-def wait_for_gpu_node(address: str, timeout_s: float) -> str:
-    """Bring up one GPU node and return its IP; exit with a message if none comes within ``timeout_s``.
+class GpuNodeError(RuntimeError):
+    """No usable GPU node: none came up in time, or the one that did cannot run CUDA."""
+
+
+def wait_for_gpu_node(timeout_s: float) -> str:
+    """Bring up one GPU node of the cluster this driver is connected to, check that torch there sees
+    CUDA, and return its IP; ``GpuNodeError`` with what to check if that fails within ``timeout_s``.
 
     The demand is a pending GPU actor owned by this driver, not ``ray.autoscaler.sdk.request_resources``:
-    the autoscaler sees it like a pending trial, it ends when the driver disconnects here (the node has
-    joined), and Ray removes it with its owner if the process dies (SIGKILL, a tmux hang-up). A
-    ``request_resources`` call stays in the autoscaler's state until withdrawn, so a killed driver
-    would leave a GPU node running with no end."""
+    the autoscaler sees it like a pending trial, it is killed here as soon as a node has joined, and Ray
+    removes it with its owner if the process dies (SIGKILL, a tmux hang-up). A ``request_resources``
+    call stays in the autoscaler's state until withdrawn, so a killed driver would leave a GPU node
+    running with no end."""
     import ray
 
-    ray.init(address=address, include_dashboard=False, configure_logging=False)
+    probe = ray.remote(num_cpus=0, num_gpus=1)(GpuProbe).remote()
     try:
-        probe = ray.remote(num_cpus=0, num_gpus=1)(GpuProbe).remote()
         print("waiting for the autoscaler to start a GPU worker ...", file=sys.stderr)
         ready, _ = ray.wait([probe.node.remote()], timeout=timeout_s)
         if not ready:
-            sys.exit(f"no GPU node after {timeout_s:.0f} s: see `ray exec cluster/gpu.yaml 'ray status'`, "
-                     "/tmp/ray/session_latest/logs/monitor.* on the head and your EC2 GPU quota")
-        return ray.get(ready[0])
+            raise GpuNodeError(f"no GPU node after {timeout_s:.0f} s: see `ray exec cluster/gpu.yaml 'ray status'`, "
+                               "/tmp/ray/session_latest/logs/monitor.* on the head and your EC2 GPU quota")
+        try:
+            return ray.get(ready[0])
+        except ray.exceptions.RayTaskError as err:
+            raise GpuNodeError(str(err.cause)) from None
     finally:
-        ray.shutdown()  # ends this driver's job, and with it the probe actor
+        ray.kill(probe)  # the demand ends here, not when the driver disconnects

@@ -12,19 +12,36 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import ray
+import torch
 from ray import tune
 
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import FeatureStore
 from uclser_tune.search.surrogate import Truth, score
 from uclser_tune.training import NonFiniteLossError, load_checkpoint, pretrain, save_checkpoint
+from uclser_tune.training.runtime import cuda_report
 
 SURROGATE_STATE = "surrogate.json"  # a surrogate trial's checkpoint: the last epoch it reported
+
+
+class NoCudaError(RuntimeError):
+    """Ray gave a trial a GPU on a node where torch cannot use one: the trial would train on the CPU at
+    GPU prices (``train.device: auto`` falls back to the CPU)."""
+
+
+def check_cuda(gpu_ids: list, node_ip: str) -> None:
+    """Fail at once, naming the node, its NVIDIA driver and torch's build, when Ray assigned GPUs that
+    torch cannot see (a wrong AMI, a driver older than torch's CUDA, a CPU build of torch)."""
+    if gpu_ids and not torch.cuda.is_available():
+        raise NoCudaError(f"node {node_ip}: Ray gave this trial GPU {', '.join(map(str, gpu_ids))} but torch "
+                          f"sees no CUDA: {cuda_report()}")
 
 
 def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
     """One trial: restore from ``tune.get_checkpoint()`` if Ray retries it, report kNN with a checkpoint
     every epoch. ``store`` arrives once per node through the object store (``tune.with_parameters``)."""
+    check_cuda(ray.get_gpu_ids(), ray.util.get_node_ip_address())
     cfg = config_from_dict(config["run_config"])
     checkpoint = tune.get_checkpoint()
     resume = None

@@ -26,6 +26,7 @@ from uclser_tune.training.downstream import batches
 from uclser_tune.training.runtime import (
     amp_dtype,
     autocast,
+    device_name,
     lr_milestones,
     precision_name,
     resolve_device,
@@ -175,6 +176,7 @@ def pretrain(
             "sampling_fallbacks": pipeline.stats.get("fallbacks", 0) - fallbacks_before,
             "precision": precision_name(dtype),  # what ran: 'auto' resolves per machine
             "channels_last": channels_last,
+            "device": device_name(device),
         }
         scheduler.step()
         if epoch % cfg.eval.every == 0 or epoch == t.epochs:

@@ -18,8 +18,29 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available here; use 'auto' or 'cpu'")
+        raise RuntimeError(f"train.device={name!r} but CUDA is not available here ({cuda_report()}); "
+                           f"use 'auto' or 'cpu'")
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """What ran, for every epoch's metrics: 'cpu', or the CUDA device with its model name."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def cuda_report() -> str:
+    """Why CUDA is or is not usable here: torch's build and the NVIDIA kernel driver that is loaded. A
+    CUDA build needs a driver at least as new as its CUDA version; a '+cpu' build never sees a GPU."""
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "build without CUDA"
+    try:
+        first = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+        driver = "NVIDIA driver " + next((w for w in first.split() if w[:1].isdigit() and "." in w), first)
+    except (OSError, IndexError):
+        driver = "no NVIDIA driver loaded"
+    return f"torch {torch.__version__} ({build}), {driver}"
 
 
 @functools.cache
