@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 
+import children
 import pytest
 import torch
 
 from uclser_tune.data.tensors import ClipTensors
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Record the test's pytest-timeout limit (its timeout mark, else --timeout or the ini default), so
+    that ``children``'s waits without a timeout of their own end just before it, with the child's output."""
+    mark = item.get_closest_marker("timeout")
+    limit = (mark.args[0] if mark and mark.args else mark.kwargs.get("timeout") if mark else None)
+    if limit is None:
+        limit = item.config.getoption("timeout", None) or item.config.getini("timeout")
+    children.start_test(float(limit) if limit else None)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import torch
+from children import Child, poll_until, run
 
 from uclser_tune.search.__main__ import shipped_store
 from uclser_tune.search.lock import LOCK_FILE, ExperimentLock, LockError
@@ -35,33 +35,35 @@ def driver(runs, ip: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_drivers(tmp_path_factory, tiny_store):
-    """Driver A runs the search; once a trial of A has reported, driver B runs the same command (A's
-    driver process is stopped meanwhile, so that B meets it mid-search whatever the machine's load)."""
+    """Driver A runs the search; once a trial of A has reported to the study, driver B runs the same
+    command (A's driver process is stopped meanwhile, so that B meets it mid-search whatever the
+    machine's load)."""
     runs = tmp_path_factory.mktemp("lock") / "runs"
     exp = runs / "shared"
-    first = subprocess.Popen(driver(runs, "127.0.0.2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+    first = Child(subprocess.Popen(driver(runs, "127.0.0.2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True), "driver A")
     try:
-        deadline = time.monotonic() + 600
-        while not any(p.stat().st_size for p in exp.glob("trial_*/result.json")):
-            assert first.poll() is None and time.monotonic() < deadline, "driver A ended or no trial reported"
-            time.sleep(0.2)
-        os.kill(first.pid, signal.SIGSTOP)  # A stays mid-search, holding the lock, until B has tried
+        # the study is written by A as results arrive; result.json reaches the experiment dir only at Ray's syncs
+        poll_until(lambda: reported(exp), None, "a trial of driver A reporting to the study", alive=first)
+        os.kill(first.proc.pid, signal.SIGSTOP)  # A stays mid-search, holding the lock, until B has tried
         try:
             held_by = (exp / LOCK_FILE).read_text().strip()
-            began = time.monotonic()
-            second = subprocess.run(driver(runs, "127.0.0.3"), capture_output=True, text=True, timeout=120,
-                                    check=False)
-            second_s = time.monotonic() - began
+            second = run(driver(runs, "127.0.0.3"), 300, "driver B's refusal")
         finally:
-            os.kill(first.pid, signal.SIGCONT)
-        out, _ = first.communicate(timeout=400)
+            os.kill(first.proc.pid, signal.SIGCONT)
+        out = first.read_rest(None, "the end of driver A's output")
+        first.wait(60, "driver A's exit")
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-    return {"runs": runs, "exp": exp, "first": first, "first_out": out, "second": second, "second_s": second_s,
-            "held_by": held_by}
+        if first.proc.poll() is None:
+            os.killpg(first.proc.pid, signal.SIGKILL)
+            first.proc.wait()
+    return {"runs": runs, "exp": exp, "first": first.proc, "first_out": out, "second": second, "held_by": held_by}
+
+
+def reported(exp) -> bool:
+    if not ((exp / META_FILE).exists() and (exp / "optuna.journal").exists()):
+        return False
+    return any(t.intermediate_values for t in open_study(exp, json.loads((exp / META_FILE).read_text())).trials)
 
 
 def test_the_second_driver_is_refused_at_once(two_drivers):
@@ -70,7 +72,9 @@ def test_the_second_driver_is_refused_at_once(two_drivers):
     assert two_drivers["held_by"] == f"host {platform.node()} pid {first.pid}"
     assert second.stderr.count("error:") == 1 and "Traceback" not in second.stderr
     assert f"in use by another search driver (host {platform.node()} pid {first.pid})" in second.stderr
-    assert two_drivers["second_s"] < 30  # no Ray, no data: it stops at the lock
+    # at once: it stopped at the lock, before Ray, the data or the study were touched (A is frozen meanwhile,
+    # so anything in B's output besides the error line would be B's own start-up)
+    assert second.stderr.strip().splitlines() == [second.stderr.strip()] and not second.stdout.strip(), second
 
 
 def test_the_first_driver_finishes_with_a_clean_study(two_drivers):
@@ -88,7 +92,7 @@ def test_a_moved_experiment_resumes_into_its_own_study(two_drivers):
     """Ray's pickled searcher would name the journal at the old place, which no longer exists."""
     moved = two_drivers["runs"].parent / "elsewhere"
     shutil.move(two_drivers["runs"], moved)
-    out = subprocess.run(driver(moved, "127.0.0.2"), capture_output=True, text=True, timeout=300, check=False)
+    out = run(driver(moved, "127.0.0.2"), None, "the resumed search")
     assert out.returncode == 0 and "resuming experiment" in out.stderr, out.stderr[-4000:]
     assert not two_drivers["runs"].exists()
     assert len(pd.read_parquet(moved / "shared" / "trials.parquet")) == 3
@@ -99,13 +103,15 @@ def test_a_killed_holders_lock_goes_with_it(tmp_path):
     code = ("import subprocess, sys, time; from pathlib import Path; from uclser_tune.search.lock import ExperimentLock\n"
             f"with ExperimentLock(Path({str(tmp_path / 'exp')!r})):\n"
             "    child = subprocess.Popen(['sleep', '60']); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = Child(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True), "lock holder")
+    holder = child.proc
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert child.readline(120, "the holder's 'held'").strip() == "held", child.output()
         with pytest.raises(LockError, match=f"in use by another search driver \\(host .* pid {holder.pid}\\)"):
             ExperimentLock(tmp_path / "exp").__enter__()
         holder.kill()  # the driver only: its child (like Ray's processes) lives on
-        holder.wait()
+        child.wait(60, "the SIGKILLed holder's exit")
         with ExperimentLock(tmp_path / "exp") as lock:
             assert not lock.created and (tmp_path / "exp" / LOCK_FILE).read_text().endswith(f"pid {os.getpid()}\n")
     finally:

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from children import Child, run
 
 from uclser_tune.config import config_from_dict
 from uclser_tune.training import NonFiniteLossError, build_model, load_checkpoint, pretrain, save_checkpoint
@@ -181,11 +182,17 @@ def test_cli_writes_checkpoints_handles_ctrl_c_and_resumes(tiny_store, tmp_path)
     cmd = [sys.executable, "-m", "uclser_tune.train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]
     with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe: progress bars cannot fill it and block
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        first = proc.stdout.readline()
+    child = Child(proc, "train CLI", log=tmp_path / "stderr.txt")
+    try:
+        first = child.readline(300, "the first epoch line")
         assert first.startswith("epoch    1/40"), (first, (tmp_path / "stderr.txt").read_text()[-2000:])
         proc.send_signal(signal.SIGINT)
-        stdout = first + proc.stdout.read()
-        proc.wait(timeout=120)
+        stdout = first + child.read_rest(120, "the end of the output after Ctrl-C")
+        child.wait(60, "the exit after Ctrl-C")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     stderr = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 130, stderr
     done = load_checkpoint(out / "checkpoint.pt")["epoch"]
@@ -194,9 +201,9 @@ def test_cli_writes_checkpoints_handles_ctrl_c_and_resumes(tiny_store, tmp_path)
     assert (out / "config.yaml").exists() and (out / "best.pt").exists() and list((out / "tb").iterdir())
     before = load_checkpoint(out / "checkpoint.pt")["history"]
 
-    again = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    again = run(cmd, 120, "the refusal to overwrite")
     assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a run silently
-    finished = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600, check=False)
+    finished = run(cmd + ["--resume"], 600, "the resumed run")
     assert finished.returncode == 0, finished.stderr
     # resumed, not restarted: only the epochs after the checkpoint run, the earlier history is the saved one
     assert epochs_printed(finished.stdout) == list(range(done + 1, 41))
@@ -209,6 +216,6 @@ def test_cli_writes_checkpoints_handles_ctrl_c_and_resumes(tiny_store, tmp_path)
 
 def test_cli_rejects_bad_config(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {tau: 0}\n")
-    out = subprocess.run([sys.executable, "-m", "uclser_tune.train", "--config", str(tmp_path / "bad.yaml")],
-                         capture_output=True, text=True, check=False)
+    out = run([sys.executable, "-m", "uclser_tune.train", "--config", str(tmp_path / "bad.yaml")], 120,
+              "the refusal of a bad config")
     assert out.returncode == 2 and "bad.yaml: train.tau" in out.stderr
