@@ -92,7 +92,9 @@ class Child:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            self.fail(f"no line within {timeout:g} s", what)
+            line = ""
+        if line == "":
+            self.fail(f"no line within {timeout:.0f} s", what)
         if line is None:
             self._ended = True
             self.fail("its output ended", what)
@@ -107,7 +109,9 @@ class Child:
             try:
                 line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
-                self.fail(f"its output did not end within {timeout:g} s", what)
+                line = ""
+            if line == "":
+                self.fail(f"its output did not end within {timeout:.0f} s", what)
             if line is None:
                 self._ended = True
             else:
@@ -120,8 +124,9 @@ class Child:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.fail(f"no exit within {timeout:g} s", what)
-            raise  # not reached: fail raises
+            pass
+        self.fail(f"no exit within {timeout:.0f} s", what)
+        raise AssertionError("not reached: fail raises")
 
     def output(self) -> str:
         """The last lines read so far (for assertion messages)."""
@@ -134,8 +139,9 @@ def run(cmd: list[str], timeout: float | None, what: str, **kwargs) -> subproces
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
     except subprocess.TimeoutExpired as err:
-        pytest.fail(f"{what}: no exit within {timeout:g} s ({' '.join(map(str, cmd))[:300]})\n"
-                    f"--- stdout ---\n{_tail(err.stdout)}\n--- stderr ---\n{_tail(err.stderr)}", pytrace=False)
+        expired = err
+    pytest.fail(f"{what}: no exit within {timeout:.0f} s ({' '.join(map(str, cmd))[:300]})\n"
+                f"--- stdout ---\n{_tail(expired.stdout)}\n--- stderr ---\n{_tail(expired.stderr)}", pytrace=False)
 
 
 def poll_until(condition, timeout: float | None, what: str, interval: float = 0.2, alive: Child | None = None):
@@ -151,6 +157,6 @@ def poll_until(condition, timeout: float | None, what: str, interval: float = 0.
             alive.fail("it ended", what)
         if time.monotonic() > deadline:
             if alive is not None:
-                alive.fail(f"condition not met within {timeout:g} s", what)
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+                alive.fail(f"condition not met within {timeout:.0f} s", what)
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
         time.sleep(interval)
