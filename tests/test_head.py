@@ -9,6 +9,7 @@ torch has no CUDA fails at once with a line that names the node, the driver and 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,10 @@ def test_the_bare_command_on_the_head_runs_on_the_workers_into_the_shared_folder
     meta = json.loads((exp / "search.json").read_text())
     assert meta["experiment_id"] and meta["storage"] == "journal:optuna.journal"
     assert {r["device"] for d in table.trial_dir for r in reports(exp / d)} == {"cpu"}  # what ran, every epoch
+    # the compact console: a line per event and the status line, no config dict
+    assert re.search(r"^\[ *[\d:]+\] 2/2 trials done \(\d stopped early, 0 failed\), 0 running; best kNN ",
+                     proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert "{" not in proc.stdout and "== Status ==" not in proc.stdout
 
 
 @pytest.fixture(scope="module")

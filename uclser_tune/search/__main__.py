@@ -232,20 +232,18 @@ def shipped_store(store, space: SearchSpace, dtype: str):
                                       for n, s in shared.splits.items()})
 
 
-def console(space: SearchSpace, verbose: bool):
-    """Ray's reporter with a compact table: trial, status, epoch, kNN and the sampled parameters, and a
-    "best trial" line with those parameters only (Ray's default prints the whole config dict at every
-    update). ``--verbose``: Ray's default."""
+def console(space: SearchSpace, total: int, verbose: bool):
+    """The compact console (``search.console``) showing the parameters the space searches; None with
+    ``--verbose``, which keeps Ray's own status output."""
     if verbose:
         return None
-    from ray.tune import CLIReporter
+    from uclser_tune.search.console import Console
 
-    keys = list(space.params) + sorted({k for v in space.variants.values() for k in v})
+    keys = [(k, d.when) for k, d in space.params.items()]
+    keys += [(k, None) for k in sorted({k for v in space.variants.values() for k in v})]
     if space.candidates:
-        keys.append("views.ops")
-    columns = {f"run_config/{k.replace('.', '/')}": k.rsplit(".", 1)[-1] for k in keys}
-    return CLIReporter(metric_columns={"epoch": "epoch", "knn_acc": "kNN"}, parameter_columns=columns,
-                       max_progress_rows=20, max_report_frequency=30, sort_by_metric=True)
+        keys.append(("views.ops", None))
+    return Console(keys, total)
 
 
 def with_asha(space: SearchSpace, grace_period: int | None, reduction_factor: float | None) -> SearchSpace:
@@ -327,6 +325,10 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     # Ray's experiment snapshot after every event: a trial keeps only its last two checkpoints, so a
     # snapshot older than one more checkpoint names a deleted one, and after a crash that trial could
     # not be restored (seen with the surrogate's sub-second epochs; small sets on a fast GPU too)
+    if not args.verbose:  # the console says what happens to the study's trials
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -383,14 +385,16 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False,
                                    storage_filesystem=storage_fs())
     else:
-        tuner = tune.Tuner(trainable, run_config=run_config(exp_dir, console(space, args.verbose)),
+        reporter = console(space, meta["num_samples"], args.verbose)
+        tuner = tune.Tuner(trainable, run_config=run_config(exp_dir, reporter),
                            tune_config=tune_config(space, args, meta, cpus, max_concurrent, base_cfg.train.epochs))
     tuner.fit()
     summary = results.write_results(exp_dir)
     table = results.trials_table(exp_dir)
     print("\ntop trials (val kNN balanced accuracy at the last epoch):")
     print(results.top_table(table))
-    print(f"\ntrials: {summary['n']} {summary['status']}; {time.time() - started:.0f} s")
+    counts = ", ".join(f"{n} {state}" for state, n in summary["status"].items())
+    print(f"\ntrials: {summary['n']} ({counts}); {time.time() - started:.0f} s")
     print(f"experiment: {exp_dir}\nresults table: {summary['trials']}")
     if "best_config" in summary:
         print(f"best config: {summary['best_config']} (train it: python -m uclser_tune.train --config "
@@ -437,7 +441,7 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
         mode="max", trial_dirname_creator=trial_dirname, reuse_actors=REUSE_ACTORS)
 
 
-def run_config(exp_dir: Path, reporter=None):
+def run_config(exp_dir: Path, console=None):
     """Checkpoints: the last two per trial. Ray's experiment snapshot can lag the newest checkpoint by one
     (it is written after the checkpoint is registered); keeping only one would delete the checkpoint a
     snapshot taken just before points to, and a resume after a kill would then fail to restore it. Files reach
@@ -452,7 +456,7 @@ def run_config(exp_dir: Path, reporter=None):
         failure_config=tune.FailureConfig(max_failures=2),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="training_iteration",
                                                 checkpoint_score_order="max"),
-        progress_reporter=reporter, verbose=1,
+        callbacks=[console] if console else None, verbose=0 if console else 1,
     )
 
 
