@@ -1,12 +1,14 @@
 """cluster/gpu.yaml against Ray's own cluster-config schema, offline (what `ray up` checks before it
 contacts a cloud: prepare_config fills the provider's defaults, validate_config checks the schema),
 broken copies rejected, and the security rules: only SSH open to the world, no secret in the file,
-file mounts of the repository's own paths only, a security group per cluster name; every node
-installs the committed lock file with a pinned uv."""
+file mounts of the repository's own paths only, one pre-made security group per cluster (Ray adds no
+rule), a head instance profile with a narrow EC2-only policy, pinned subnets; every node installs the
+committed lock file with a pinned uv. tests/test_cluster_rehearsal.py runs the file's commands."""
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import socket
 import sys
@@ -15,12 +17,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import tomllib
 import yaml
+from ray.autoscaler._private.aws.config import _configure_iam_role, _configure_security_group
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "cluster" / "gpu.yaml"
+HEAD_POLICY = ROOT / "cluster" / "iam" / "head-policy.json"
 sys.path.insert(0, str(ROOT / "cluster"))
 from submit_search import gpus_per_trial, search_argv
 
@@ -147,14 +151,76 @@ def test_file_mounts_name_the_repos_own_paths(config):
     for remote, local in mounts.items():
         assert local.startswith("./") and local.strip("./") and not local.startswith("./.."), local
         assert remote == f"~/uclser_tune/{local[2:]}" and (ROOT / local).exists(), (remote, local)
-    assert {"./pyproject.toml", "./uclser_tune", "./cluster"} <= set(mounts.values())
+    assert {"./pyproject.toml", "./uclser_tune", "./cluster", "./requirements.lock"} <= set(mounts.values())
     assert "~/uclser_tune" not in mounts and "." not in mounts.values()
 
 
-def test_security_group_is_named_after_the_cluster(config):
-    """No fixed group name: Ray then creates ray-autoscaler-<cluster_name>, one per cluster."""
+def test_one_premade_security_group_per_cluster(config):
+    """Every node type names the group made once by the commands in the file's comments: SSH from the
+    user's address, everything between members. Ray then creates no group and adds no rule (it would
+    admit SSH from anywhere, and a rule can only add access). The group is made under the name
+    ray-autoscaler-<cluster_name> (AWS refuses a second group of one name in a VPC), so a cluster of
+    another name makes its own; EFS admits NFS from members of that group only."""
+    text = CONFIG.read_text()
     assert "security_group" not in config["provider"]
-    assert not any("SecurityGroupIds" in t["node_config"] for t in config["available_node_types"].values())
+    nodes = [t["node_config"] for t in config["available_node_types"].values()]
+    assert all(n["SecurityGroupIds"] == nodes[0]["SecurityGroupIds"] for n in nodes)
+    assert len(nodes[0]["SecurityGroupIds"]) == 1
+    prepared = check(config)
+    prepared["head_node"] = {}
+    assert _configure_security_group(copy.deepcopy(prepared)) == prepared  # offline: no AWS call, no change
+    assert re.search(rf"CLUSTER={re.escape(config['cluster_name'])}\s", text)
+    assert re.search(r"NODES=\$\(aws ec2 create-security-group --group-name ray-autoscaler-\$CLUSTER ", text)
+    ingress = re.findall(r"authorize-security-group-ingress --group-id (\$\w+) (.+)", text)
+    assert sorted(ingress) == [("$EFS_SG", "--protocol tcp --port 2049 --source-group $NODES"),
+                               ("$NODES", "--protocol all --source-group $NODES"),
+                               ("$NODES", "--protocol tcp --port 22 --cidr $MYIP/32")]
+    assert "create-mount-target --file-system-id $FS --subnet-id $SUBNET --security-groups $EFS_SG" in text
+    assert "--cidr $CIDR" not in text  # no mount target open to the whole VPC
+
+
+def test_pinned_subnets(config):
+    """Without SubnetIds Ray takes the first public subnet of any VPC, where EFS may have no mount target."""
+    nodes = [t["node_config"] for t in config["available_node_types"].values()]
+    assert nodes[0]["SubnetIds"] and all(n["SubnetIds"] == nodes[0]["SubnetIds"] for n in nodes)
+    assert "describe-mount-targets --file-system-id $FS --query 'MountTargets[].SubnetId'" in CONFIG.read_text()
+
+
+def test_head_instance_profile_allows_only_what_the_autoscaler_does(config):
+    """The head's profile is named, so Ray makes none (its default has EC2 and S3 full access). The
+    policy: describe instances, launch the worker instance types, tag and terminate this cluster's
+    nodes (Ray's cluster-name tag); no S3, no IAM (workers get no profile, so no iam:PassRole), no
+    stop/start (nodes are terminated, not cached)."""
+    head = config["available_node_types"][config["head_node_type"]]["node_config"]
+    name = config["cluster_name"]
+    assert head["IamInstanceProfile"] == {"Name": f"{name}-head"}
+    prepared = check(config)
+    prepared["head_node"] = {}
+    assert _configure_iam_role(copy.deepcopy(prepared)) == prepared  # offline: Ray makes no profile
+    workers = [t["node_config"] for k, t in config["available_node_types"].items() if k != config["head_node_type"]]
+    assert not any("IamInstanceProfile" in w for w in workers)
+    assert config["provider"]["cache_stopped_nodes"] is False
+
+    def actions(s):
+        return [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+
+    statements = json.loads(HEAD_POLICY.read_text())["Statement"]
+    assert {a for s in statements for a in actions(s)} == {
+        "ec2:DescribeInstances", "ec2:RunInstances", "ec2:CreateTags", "ec2:TerminateInstances"}
+    assert all(s["Effect"] == "Allow" and {"Action", "Resource"} <= s.keys() for s in statements)
+    this_cluster = {"StringEquals": {f"ec2:ResourceTag/{TAG_RAY_CLUSTER_NAME}": name}}
+    for s in statements:
+        if s["Resource"] == "*":  # only reads, or tags set by the launch itself
+            assert actions(s) == ["ec2:DescribeInstances"] or s["Condition"] == {
+                "StringEquals": {"ec2:CreateAction": "RunInstances"}}, s
+        if "ec2:TerminateInstances" in actions(s):
+            assert s["Condition"] == this_cluster, s
+        if actions(s) == ["ec2:RunInstances"] and s["Resource"] == "arn:aws:ec2:*:*:instance/*":
+            assert s["Condition"] == {"StringEquals": {"ec2:InstanceType": sorted(w["InstanceType"] for w in workers)}}
+    text = CONFIG.read_text()
+    assert "--policy-document file://cluster/iam/head-policy.json" in text
+    assert "--assume-role-policy-document file://cluster/iam/head-trust.json" in text
+    assert (ROOT / "cluster" / "iam" / "head-trust.json").exists()
 
 
 def _pins(text: str) -> dict[str, str]:
@@ -162,25 +228,31 @@ def _pins(text: str) -> dict[str, str]:
 
 
 def test_every_node_installs_the_committed_lock_with_a_pinned_uv(config):
-    from packaging.requirements import Requirement
-
-    lock = _pins((ROOT / "cluster" / "requirements.lock").read_text())
-    torch_pin = re.search(r'torch==([\d.]+)', (ROOT / "Makefile").read_text()).group(1)
-    assert lock["ray"] == version("ray") and lock["torch"] == torch_pin and lock["optuna"] == version("optuna")
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dep in map(Requirement, pyproject):  # the lock satisfies the package's own requirements
-        assert dep.name in lock and dep.specifier.contains(lock[dep.name], prereleases=True), dep
+    """The one lock of every install (requirements.lock, carried by file_mounts) is synced exactly on
+    every node, with the uv version the lock pins; the installed uv's version check matches what
+    `uv --version` prints ("uv 0.13.9 (...)") and nothing else."""
+    lock = _pins((ROOT / "requirements.lock").read_text())
+    assert lock["ray"] == version("ray") and lock["optuna"] == version("optuna")
+    assert lock["torch"] == version("torch").split("+")[0]  # the CPU build here, the CUDA build on the nodes
+    assert config["file_mounts"]["~/uclser_tune/requirements.lock"] == "./requirements.lock"
     setup = config["setup_commands"]
     assert config["head_setup_commands"] == config["worker_setup_commands"] == []  # the same set everywhere
     uv = next(c for c in setup if "astral.sh/uv" in c)
     pinned = re.search(r"astral\.sh/uv/([\d.]+)/install\.sh", uv).group(1)
-    assert f"'uv {pinned}'" in uv  # an installed uv of another version is replaced
-    install = [c for c in setup if "pip install" in c]
-    assert install == [c for c in install if c.startswith("~/.local/bin/uv pip install")]
-    assert "-r ~/uclser_tune/cluster/requirements.lock" in install[0]
-    assert "--no-deps -e ~/uclser_tune" in install[1] and len(install) == 2
-    for cmd in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
-        assert "RAY_AUTH_MODE=token" in cmd
+    assert pinned == lock["uv"]
+    check_version = re.compile(re.search(r"--version 2>/dev/null \| grep -qE '([^']+)'", uv).group(1))
+    for printed in (f"uv {pinned} (x86_64-unknown-linux-gnu)", f"uv {pinned} (0b2357294 2025-10-01)", f"uv {pinned}"):
+        assert check_version.search(printed), printed
+    for other in (f"uv {pinned}1 (x)", "uv 0.0.1 (x)", f"uvx {pinned}"):
+        assert not check_version.search(other), other
+    installs = [c for c in setup if " pip " in c]
+    assert installs == [c for c in installs if c.startswith("~/.local/bin/uv pip ")] and len(installs) == 2
+    assert installs[0].startswith("~/.local/bin/uv pip sync ")
+    assert installs[0].endswith(" --python ~/venv/bin/python ~/uclser_tune/requirements.lock")
+    assert installs[1].endswith(" --python ~/venv/bin/python --no-deps -e ~/uclser_tune")
+    assert "--seed" not in " ".join(setup)  # the venv holds the lock's packages only
+    for cmd in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        assert "ray start" not in cmd or "RAY_AUTH_MODE=token" in cmd
     assert f"ray[tune]=={version('ray')}" in (ROOT / "pyproject.toml").read_text()
 
 
