@@ -38,15 +38,18 @@ def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
 def test_native_bf16_read_from_the_cpu_flags(monkeypatch, tmp_path):
     flags = tmp_path / "cpuinfo"
     monkeypatch.setattr(runtime, "Path", lambda _: flags)
-    for line, native in (("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni", True), ("flags\t: fpu avx512f avx2", False),
-                         ("Features\t: fp asimd bf16 i8mm", True), ("flags: amx_tile amx_bf16", True)):
-        flags.write_text(f"processor\t: 0\n{line}\n\n")
+    try:
+        for line, native in (("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni", True),
+                             ("flags\t: fpu avx512f avx2", False),
+                             ("Features\t: fp asimd bf16 i8mm", True), ("flags: amx_tile amx_bf16", True)):
+            flags.write_text(f"processor\t: 0\n{line}\n\n")
+            runtime.cpu_has_native_bf16.cache_clear()
+            assert runtime.cpu_has_native_bf16() is native, line
+        flags.unlink()
         runtime.cpu_has_native_bf16.cache_clear()
-        assert runtime.cpu_has_native_bf16() is native, line
-    flags.unlink()
-    runtime.cpu_has_native_bf16.cache_clear()
-    assert runtime.cpu_has_native_bf16() is False
-    runtime.cpu_has_native_bf16.cache_clear()
+        assert runtime.cpu_has_native_bf16() is False
+    finally:  # a fake answer cached here must not reach later tests, failed or not
+        runtime.cpu_has_native_bf16.cache_clear()
 
 
 def test_fp16_is_refused_on_a_cpu_naming_the_key():
