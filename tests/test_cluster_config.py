@@ -11,7 +11,6 @@ import copy
 import json
 import re
 import socket
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -25,8 +24,6 @@ from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "cluster" / "gpu.yaml"
 HEAD_POLICY = ROOT / "cluster" / "iam" / "head-policy.json"
-sys.path.insert(0, str(ROOT / "cluster"))
-from submit_search import gpus_per_trial, search_argv
 
 
 @pytest.fixture
@@ -151,7 +148,7 @@ def test_file_mounts_name_the_repos_own_paths(config):
     for remote, local in mounts.items():
         assert local.startswith("./") and local.strip("./") and not local.startswith("./.."), local
         assert remote == f"~/uclser_tune/{local[2:]}" and (ROOT / local).exists(), (remote, local)
-    assert {"./pyproject.toml", "./uclser_tune", "./cluster", "./requirements.lock"} <= set(mounts.values())
+    assert {"./pyproject.toml", "./uclser_tune", "./requirements.lock"} <= set(mounts.values())
     assert "~/uclser_tune" not in mounts and "." not in mounts.values()
 
 
@@ -254,17 +251,3 @@ def test_every_node_installs_the_committed_lock_with_a_pinned_uv(config):
     for cmd in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
         assert "ray start" not in cmd or "RAY_AUTH_MODE=token" in cmd
     assert f"ray[tune]=={version('ray')}" in (ROOT / "pyproject.toml").read_text()
-
-
-def test_submit_script_joins_the_cluster_with_shared_storage():
-    env = {"UCLSER_RUNS": "/mnt/efs/uclser/runs", "UCLSER_OPTUNA_URL": "postgresql://optuna@db/optuna"}
-    argv = search_argv(["--space", "augs.yaml"], env)
-    assert argv[:2] == ["--address", "auto"] and argv[-2:] == ["--space", "augs.yaml"]
-    assert "/mnt/efs/uclser/runs" in argv and env["UCLSER_OPTUNA_URL"] in argv
-    assert "--storage-url" not in search_argv([], {})
-
-
-def test_submit_script_knows_when_trials_want_gpus():
-    assert gpus_per_trial(search_argv(["--space", "augs.yaml"], {})) == 0.5  # from the space file
-    assert gpus_per_trial(search_argv(["--space", "smoke.yaml"], {})) == 0
-    assert gpus_per_trial(search_argv(["--space", "augs.yaml", "--gpus-per-trial", "0"], {})) == 0
