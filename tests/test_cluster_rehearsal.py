@@ -23,13 +23,15 @@ Stand-ins, first on PATH, take the place of what only a cloud node has; each rec
 
 The shells read no system profile (Debian's /etc/profile resets PATH); PATH holds the stand-ins and
 links to the few system tools the commands use, so no other ``ray`` or ``uv`` can be reached. Nothing
-here opens a socket: uv runs with UV_OFFLINE and never downloads a Python."""
+here needs the network: uv runs with UV_OFFLINE and never downloads a Python, and as root every
+command runs in a network namespace without any interface that is up."""
 
 from __future__ import annotations
 
 import copy
 import getpass
 import json
+import os
 import re
 import shlex
 import shutil
@@ -162,6 +164,9 @@ else:
 TOOLS = ["bash", "sh", "grep", "head", "mkdir", "chown", "chmod", "cp", "cat", "hostname", "cut", "env", "rm",
          "ln", "ls", "id", "uname", "sed", "touch", "tr", "dirname", "basename", "readlink"]
 STANDINS = ["sudo", "sleep", "apt-get", "mountpoint", "mount", "curl", "nvidia-smi"]
+# As root, every command runs in a network namespace of its own, which has no interface but a loopback
+# that is down: a command that tried to reach the package index would fail the rehearsal.
+ISOLATE = [shutil.which("unshare"), "--net"] if os.geteuid() == 0 and shutil.which("unshare") else []
 
 
 class Node:
@@ -201,7 +206,7 @@ class Node:
             (cmd,) = with_head_node_ip([cmd], head_ip)
         argv = _with_interactive(cmd)  # ["bash", "--login", "-c", "-i", <quoted for the remote shell>]
         assert argv[:4] == ["bash", "--login", "-c", "-i"], argv
-        return subprocess.run(["bash", "--noprofile", "--norc", "-i", "-c", shlex.split(argv[4])[0]],
+        return subprocess.run([*ISOLATE, "bash", "--noprofile", "--norc", "-i", "-c", shlex.split(argv[4])[0]],
                               env=self.env, cwd=self.home, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=60, check=False)
 
