@@ -19,7 +19,7 @@ Stand-ins, first on PATH, take the place of what only a cloud node has; each rec
   tests/test_lock.py and by `make install`, which installs the same lock;
 - ``ray`` records its arguments, RAY_AUTH_MODE and whether the token and the bootstrap config are
   where Ray reads them; it never runs Ray (a real ``ray stop`` would stop every Ray on the machine);
-- ``nvidia-smi`` prints a driver version; ``~/ray_bootstrap_config.yaml`` is the prepared config.
+- ``~/ray_bootstrap_config.yaml`` is the prepared config.
 
 The shells read no system profile (Debian's /etc/profile resets PATH); PATH holds the stand-ins and
 links to the few system tools the commands use, so no other ``ray`` or ``uv`` can be reached. Nothing
@@ -47,7 +47,6 @@ from ray.autoscaler._private.util import prepare_config, with_head_node_ip
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "cluster" / "gpu.yaml"
 HEAD_IP = "127.0.0.2"
-DRIVER = "580.95.05"
 
 # One program for every stand-in; it acts by the name it is called under. Run with -S: stdlib only.
 STANDIN = r'''
@@ -145,12 +144,6 @@ elif name == "uv":
             fail(f"uv pip install: expected --no-deps -e <project>, got {rest[2:]}")
     else:
         fail(f"no stand-in for uv pip {command}")
-elif name == "nvidia-smi":
-    log()
-    driver = os.environ.get("REHEARSAL_DRIVER", "")
-    if not driver:
-        fail("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", 9)
-    print(driver)
 elif name == "ray":
     config = os.path.expanduser(next((a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")), ""))
     log(auth=os.environ.get("RAY_AUTH_MODE"), venv=os.environ.get("VIRTUAL_ENV"),
@@ -163,7 +156,7 @@ else:
 
 TOOLS = ["bash", "sh", "grep", "head", "mkdir", "chown", "chmod", "cp", "cat", "hostname", "cut", "env", "rm",
          "ln", "ls", "id", "uname", "sed", "touch", "tr", "dirname", "basename", "readlink"]
-STANDINS = ["sudo", "sleep", "apt-get", "mountpoint", "mount", "curl", "nvidia-smi"]
+STANDINS = ["sudo", "sleep", "apt-get", "mountpoint", "mount", "curl"]
 # As root, every command runs in a network namespace of its own, which has no interface but a loopback
 # that is down: a command that tried to reach the package index would fail the rehearsal.
 ISOLATE = [shutil.which("unshare"), "--net"] if os.geteuid() == 0 and shutil.which("unshare") else []
@@ -184,7 +177,7 @@ class Node:
         (self.home / ".bashrc").write_text("case $- in\n    *i*) ;;\n    *) return;;\nesac\n")
         self.env = {"HOME": str(self.home), "USER": getpass.getuser(), "LANG": "C.UTF-8",
                     "PATH": f"{self.state / 'sbin'}:{bin_dir}", "REHEARSAL": str(self.state),
-                    "REHEARSAL_STANDIN": str(standin), "REHEARSAL_UV": str(uv), "REHEARSAL_DRIVER": DRIVER}
+                    "REHEARSAL_STANDIN": str(standin), "REHEARSAL_UV": str(uv)}
         self.config = config
 
     def copy_file_mounts(self, laptop_home: Path) -> None:
@@ -329,10 +322,9 @@ def test_the_head_starts_ray_with_token_auth_and_the_bootstrap_config(rehearsal)
         assert "--head" in start["args"] and "--dashboard-host=127.0.0.1" in start["args"]
         assert start["auth"] == "token" and start["token"] and start["bootstrap"], start
         assert start["venv"] == str(head.home / "venv")
-    assert not head.calls("nvidia-smi")
 
 
-def test_the_worker_checks_the_driver_and_joins_the_head(rehearsal):
+def test_the_worker_joins_the_head(rehearsal):
     _, nodes, _ = rehearsal
     worker = nodes["worker"]
     ray = worker.calls("ray")
@@ -340,18 +332,3 @@ def test_the_worker_checks_the_driver_and_joins_the_head(rehearsal):
     for start in ray[1::2]:
         assert f"--address={HEAD_IP}:6379" in start["args"]
         assert start["auth"] == "token" and start["token"] and start["venv"] == str(worker.home / "venv")
-    assert len(worker.calls("nvidia-smi")) == 2
-
-
-@pytest.mark.parametrize("driver", ["", "570.172.08"])
-def test_a_worker_without_a_driver_for_the_lock_refuses_to_start(rehearsal, driver):
-    """No driver, or one older than CUDA 13 needs: the worker stops before `ray start`, saying why."""
-    config, nodes, _ = rehearsal
-    worker = nodes["worker"]
-    worker.env["REHEARSAL_DRIVER"] = driver
-    try:
-        check = worker.run(config["worker_start_ray_commands"][0], HEAD_IP)
-    finally:
-        worker.env["REHEARSAL_DRIVER"] = DRIVER
-    assert check.returncode != 0
-    assert f"NVIDIA driver '{driver or 'none'}'" in check.stderr and "580 or newer" in check.stderr
