@@ -85,5 +85,5 @@ def surrogate_trial(config: dict[str, Any], truth: Truth) -> None:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / SURROGATE_STATE).write_text(json.dumps({"epoch": epoch}))
             tune.report({"epoch": epoch, "knn_acc": score(truth, cfg, epoch, cfg.train.epochs, cfg.seed),
-                         "max_epochs": cfg.train.epochs, "resumed_from": start, **host},
+                         "max_epochs": cfg.train.epochs, "resumed_from": start, "reported_at": time.time(), **host},
                         checkpoint=tune.Checkpoint.from_directory(d))
