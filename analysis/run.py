@@ -29,8 +29,8 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     adjusted.to_csv(out / "effects_adjusted.csv", index=False)
     grid = stats.is_grid(exp.table)
     if adjusted["ci_low"].notna().any():
-        method = ("each variant against the default at the last epoch (Welch's t, 95 % CI per row, Holm over "
-                  "the variants); variants change one thing each, so they are never pooled into factors" if grid
+        method = (f"each variant against the default at the last epoch ({adjusted['method'].iloc[0]}); variants "
+                  "change one thing each, so they are never pooled into factors" if grid
                   else "an OLS regression over all sampled factors per scope (Holm over its rows); a scope is one "
                   "rung, trials compared at the same epoch. The first rung holds every trial; later rungs only "
                   "those ASHA promoted (selected on the outcome), and a factor the others fix there is left "

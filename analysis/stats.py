@@ -5,7 +5,11 @@ Raw group means mislead in both kinds of experiment this project runs. A TPE sea
 adaptively and its factors are confounded (the trials without mix-back may also be the ones with
 noise on), so each factor's effect is an OLS coefficient over all sampled factors together. A grid of
 one-factor-at-a-time variants (``paper_ablations.yaml``) is not a factorial, so each variant is
-compared with the default (Welch's t, Holm over the variants), never pooled into factors.
+compared with the default, never pooled into factors. Its seeds are shared by design (every variant
+runs with seeds 0, 1, 2), so the seed is a block: one OLS of kNN on variant + seed (fixed effects)
+compares each variant with the default within seeds, and the seed-to-seed spread that all variants
+share leaves the residual. Holm runs over the variants. Without a shared block the comparison is
+Welch's t against the default.
 
 Each rung is its own scope: trials are compared at the same epoch. The first rung holds every trial;
 later rungs hold the ones ASHA promoted, which were selected on the outcome, so their estimates are
@@ -32,6 +36,7 @@ MAG_MIN_N = 10  # ... and only for an op that is on in at least this many trials
 COLUMNS = ["factor", "level", "reference", "estimate", "ci_low", "ci_high", "p_holm", "n_level", "n_reference",
            "scope", "method"]
 TOO_SMALL = "n too small to read"
+BLOCKS = ("seed", "replicate")  # grid axes shared by every variant by design: blocks, not treatments
 
 
 @dataclass
@@ -190,18 +195,63 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
     return diff, float(ci.low), float(ci.high), float(res.pvalue)
 
 
-def _variants(part: pd.DataFrame, metric: str, scope: str) -> list[dict]:
+def blocks(part: pd.DataFrame) -> list[str]:
+    """The block columns of a grid: a ``BLOCKS`` param with two or more levels, at least one of which
+    is shared by two variants (so comparisons within it exist)."""
+    out = []
+    for name in BLOCKS:
+        col = f"param_{name}"
+        if col in part and part[col].nunique() > 1 and (part.groupby(col)["param_variant"].nunique() > 1).any():
+            out.append(col)
+    return out
+
+
+def paired_variants(part: pd.DataFrame, metric: str, block_cols: list[str]) -> dict[str, tuple] | None:
+    """Each variant against the default by OLS of ``metric`` on variant + blocks (fixed effects):
+    variant → (estimate, CI low, CI high, p, residual df). None when the residual df would be < 1 or
+    the default has no trial."""
+    y = part[metric].to_numpy(dtype=float)
+    variants = part["param_variant"].to_numpy()
+    others = [v for v in pd.unique(variants) if v != "default"]
+    if "default" not in set(variants) or not others:
+        return None
+    X = np.column_stack([np.ones(len(y)), *((variants == v).astype(float) for v in others)])
+    for col in block_cols:
+        levels = part[col].astype(str).to_numpy()
+        for lvl in sorted(set(levels))[1:]:  # the first level is the block's reference
+            trial = np.column_stack([X, (levels == lvl).astype(float)])
+            if np.linalg.matrix_rank(trial) == trial.shape[1]:
+                X = trial
+    if len(y) - X.shape[1] < 1:
+        return None
+    beta, se, df = ols(X, y)
+    half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
+    p = 2 * stats.t.sf(np.abs(beta / se), df)
+    return {v: (beta[i], beta[i] - half[i], beta[i] + half[i], p[i], df) for i, v in enumerate(others, start=1)}
+
+
+def _variants(part: pd.DataFrame, metric: str, scope: str, paired: bool = True) -> list[dict]:
     groups = {v: g[metric].to_numpy(dtype=float) for v, g in part.groupby("param_variant", sort=False)}
     ref = groups.get("default", np.array([]))
     others = [v for v in groups if v != "default"]
-    tests = {v: welch(groups[v], ref) for v in others}
+    block_cols = blocks(part) if paired else []
+    fit = paired_variants(part, metric, block_cols) if block_cols else None
+    if fit is not None:
+        df = next(iter(fit.values()))[4]
+        names = " + ".join(c.removeprefix("param_") for c in block_cols)
+        tests = {v: fit[v][:4] for v in others}
+        how = (f"OLS of kNN on variant + {names} ({names} a block shared by design: fixed effects, so each "
+               f"variant is compared with the default within {names}; n={len(part)}, residual df {df}), "
+               f"{LEVEL:.0%} CI per row, Holm over the {len(others)} variants")
+    else:
+        tests = {v: welch(groups[v], ref) for v in others}
+        how = f"Welch's t against the default, {LEVEL:.0%} CI per row, Holm over the {len(others)} variants"
     p_holm = holm(np.array([tests[v][3] for v in others]))
     rows = []
     for v, p in zip(others, p_holm):
         diff, lo, hi, _ = tests[v]
         small = min(len(groups[v]), len(ref)) < MIN_N
-        method = (f"Welch's t against the default, {LEVEL:.0%} CI per row, Holm over the {len(others)} variants"
-                  if np.isfinite(p) else "no interval: Welch's t needs >= 2 trials per side")
+        method = how if np.isfinite(p) else "no interval: Welch's t needs >= 2 trials per side"
         rows.append({"factor": "variant", "level": v, "reference": "default", "estimate": diff, "ci_low": lo,
                      "ci_high": hi, "p_holm": p, "n_level": len(groups[v]), "n_reference": len(ref),
                      "scope": scope, "method": method + (f"; {TOO_SMALL} (< {MIN_N} trials on one side)"
@@ -209,14 +259,15 @@ def _variants(part: pd.DataFrame, metric: str, scope: str) -> list[dict]:
     return rows
 
 
-def effects_adjusted(exp: Experiment) -> pd.DataFrame:
-    """The ``effects_adjusted.csv`` table: one row per factor level against its reference, per scope."""
+def effects_adjusted(exp: Experiment, paired: bool = True) -> pd.DataFrame:
+    """The ``effects_adjusted.csv`` table: one row per factor level against its reference, per scope.
+    ``paired=False`` compares a grid's variants by Welch's t even where a block is shared."""
     rows: list[dict] = []
     grid = is_grid(exp.table)
     for scope, metric in scopes(exp):
         part = exp.table[exp.table[metric].notna()]
         if grid:
-            rows += _variants(part, metric, scope)
+            rows += _variants(part, metric, scope, paired)
         elif len(part):
             rows += _regression(exp, part.reset_index(drop=True), metric, scope)
     return pd.DataFrame(rows, columns=COLUMNS)

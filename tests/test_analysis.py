@@ -319,7 +319,7 @@ def test_help_names_outputs(capsys):
 
 def test_grid_variants_against_the_default_are_welch_with_holm(hand_exp):
     exp = load_experiment(hand_exp)
-    rows = stats.effects_adjusted(exp)
+    rows = stats.effects_adjusted(exp, paired=False)  # the paired fit: tests/test_analysis_paired.py
     assert set(rows.scope) == {"epoch 2 (final)"} and set(rows.factor) == {"variant"}  # never pooled factors
     assert set(rows.reference) == {"default"}
     table = exp.table.dropna(subset=["knn_e2"])
