@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
@@ -19,6 +18,7 @@ import optuna
 import optuna_dashboard
 import pandas as pd
 import pytest
+from children import Child, poll_until, run
 from optuna_dashboard._storage_url import get_storage
 
 from analysis.load import load_experiment
@@ -150,14 +150,27 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
            "--num-samples", "4", "--max-epochs", "20", "--cpus-per-trial", "1", "--gpus-per-trial", "0",
            "--max-concurrent", "2"]
     exp = tmp_path / "runs" / "s"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(p.read_text().count("\n") >= 5 for p in exp.glob("trial_*/result.json")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = {p.parent.name: p.read_text().count("\n") for p in exp.glob("trial_*/result.json")}
-    assert killed_at and min(killed_at.values()) < 20  # killed mid-trial
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    search = Child(proc, "the surrogate search", log=tmp_path / "first.log")
+
+    def running_trials() -> dict[int, int]:
+        """Study trials still RUNNING: epochs reported so far (the study is written as results arrive;
+        result.json reaches the experiment dir only at Ray's syncs)."""
+        if not ((exp / META_FILE).exists() and (exp / "optuna.journal").exists()):
+            return {}
+        trials = open_study(exp, json.loads((exp / META_FILE).read_text())).trials
+        return {t.number: len(t.intermediate_values) for t in trials if t.state.name == "RUNNING"}
+
+    try:
+        poll_until(lambda: any(n >= 5 for n in running_trials().values()), None,
+                   "a trial with 5 epochs reported and still running in the study", alive=search)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        search.wait(60, "the SIGKILLed search's exit")
+    # killed mid-trial: running in the study, which a trial that ASHA stopped (at its rung, epoch 10) is not
+    killed_at = running_trials()
+    assert any(1 <= n < 20 for n in killed_at.values()), killed_at
     # Ray copies trial dirs and snapshots into the experiment dir while it goes on, so the last whole
     # experiment state can lack a trial that has a dir, a study trial, and a place in the searcher's and
     # the generator's state (SPEC §5). Made certain here: the newest running trial is taken out of it.
@@ -170,7 +183,7 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     dropped = json.loads(state["trial_data"].pop((written or running)[-1])[0])
     state_file.write_text(json.dumps(state))
     snapshotted = set(restored_trials(exp))
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    out = run(cmd, None, "the resumed search")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming experiment" in out.stderr and "no training" in out.stderr
     table = pd.read_parquet(exp / "trials.parquet")
@@ -213,5 +226,5 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     # a resume with another truth is refused
     other = tmp_path / "other.yaml"
     other.write_text(TRUTH.replace("0.12", "0.2"))
-    again = subprocess.run([*cmd[:6], str(other), *cmd[7:]], capture_output=True, text=True, check=False)
+    again = run([*cmd[:6], str(other), *cmd[7:]], 300, "the refusal of another truth")
     assert again.returncode == 2 and "surrogate" in again.stderr.splitlines()[-1]
