@@ -20,6 +20,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
+from children import Child, poll_until, run
 
 from uclser_tune.search.results import META_FILE, open_study
 
@@ -27,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 from local_cluster import HEAD_IP, LocalCluster, free_port, namespaces_work
 
 pytestmark = pytest.mark.slow
-SEARCH_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +62,27 @@ def start_cluster(isolate: bool, masked: list[str]) -> LocalCluster:
 
 def run_search(c: LocalCluster, runs: Path, name: str, space, address: str, on_poll=None) -> str:
     """The search CLI as a user runs it against the cluster (next to the nodes); ``on_poll`` is called
-    every 0.1 s while it runs. Returns its output; kills its process group if the test fails."""
+    every 0.1 s while it runs. Returns its output; kills its process group if the test fails. No time
+    budget of its own: it may run for what the test has left (children.left)."""
     cmd = [*c.enter, sys.executable, "-m", "uclser_tune.search", "--space", str(space), "--name", name,
            "--address", address, "--node-ip-address", HEAD_IP, "--storage-path", str(runs)]
     log = runs / f"{name}.log"
     runs.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=c.driver_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    search = Child(proc, f"search {name}", log=log)
     try:
-        deadline = time.monotonic() + SEARCH_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
+        def done() -> bool:
             if on_poll:
                 on_poll()
-            time.sleep(0.1)
-        assert proc.poll() == 0, f"search failed or timed out (rc {proc.poll()}):\n{log.read_text()[-4000:]}"
+            return proc.poll() is not None
+
+        poll_until(done, None, f"the end of search {name}", interval=0.1)
+        assert proc.returncode == 0, f"search failed (rc {proc.returncode}):\n{log.read_text()[-4000:]}"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            search.wait(60, f"the SIGKILLed search {name}'s exit")
     return log.read_text()
 
 
@@ -94,6 +97,12 @@ def signal_all(pids: list[int], sig: int) -> None:
 def reports(trial_dir: Path) -> list[dict]:
     path = trial_dir / "result.json"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def live_trial_dirs(c: LocalCluster, name: str) -> list[Path]:
+    """The driver's own trial dirs of experiment ``name``, in the cluster's Ray session: the driver writes
+    each result there as it arrives; the experiment dir gets a copy only at Ray's syncs."""
+    return sorted(Path(c.root).glob(f"*/session_*/artifacts/*/{name}/driver_artifacts/trial_*"))
 
 
 def check_study(exp: Path, table: pd.DataFrame, n: int) -> None:
@@ -158,7 +167,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(cluster, tmp_pat
         trial is still mid-run is made on a node that cannot move on, then the node is killed."""
         if killed:
             return
-        for trial_dir in exp.glob("trial_*"):
+        for trial_dir in live_trial_dirs(cluster, "fault"):
             last = (reports(trial_dir) or [{}])[-1]
             if not 1 <= last.get("epoch", 0) < 6:
                 continue
@@ -205,8 +214,7 @@ def test_retrain_runs_as_ray_tasks_on_the_workers(cluster, smoke):
            "--downstream-epochs", "1", "--set", "downstream.batch_size=32", "--set", "train.num_threads=1",
            "--address", cluster.address, "--node-ip-address", HEAD_IP]
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=cluster.driver_env, capture_output=True, text=True, timeout=SEARCH_TIMEOUT,
-                          start_new_session=True, check=False)
+    proc = run(cmd, None, "retrain on the cluster", env=cluster.driver_env, start_new_session=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = pd.read_csv(exp / "retrain" / "runs.csv")
     workers = {n.ip for n in cluster.nodes if n.name != "head"}
