@@ -12,9 +12,10 @@ It writes ``device_check.md`` and ``device_check.json`` with one section per che
   chain, on the pipeline's own draws), and every op rendered on the device against the CPU on the
   same draws;
 - ``knn``: the blocked kNN on an FSDnoisy18k-sized bank (1,772 clips, about 11.9k patches) on the
-  device against the CPU, and its time, plus the evaluation forward of every patch;
+  device against a float64 NumPy reference of the protocol and against the CPU, and its time, plus
+  the evaluation forward of every patch;
 - ``throughput``: the full pre-training step per encoder in fp32, bf16 and bf16 + channels_last,
-  clips/s and the views' share (``benchmarks.throughput``);
+  clips/s and the views' share (``benchmarks.throughput``); every row measured, run as asked;
 - ``pretrain``: 3 epochs of real pre-training on a feature store that travels with the command
   (``--store``; random frames without one), the loss must fall; and 2 epochs in fp16 with the
   GradScaler, which must stay finite;
@@ -22,7 +23,7 @@ It writes ``device_check.md`` and ``device_check.json`` with one section per che
   third epoch resumed from it (the CUDA view generator's state included): bitwise, or the largest
   difference, in the default and in PyTorch's deterministic mode;
 - ``sharing``: 4 trainer processes on one device against 1 alone: the total throughput ratio behind
-  fractional GPUs per trial.
+  fractional GPUs per trial (every process measured, all at the same time).
 
 Each check runs even when an earlier one fails; its error is reported in its section.
 """
@@ -51,7 +52,7 @@ from benchmarks import throughput
 from benchmarks.common import fsd_like_clips, timed
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import FeatureStore, SplitStore
-from uclser_tune.evaluation.knn import knn_scores
+from uclser_tune.evaluation.knn import knn_predict, knn_scores
 from uclser_tune.evaluation.patches import embed_patches, eval_patch_index
 from uclser_tune.training import build_model, load_checkpoint, pretrain, save_checkpoint
 from uclser_tune.views import OPS, ViewPipeline, reference
@@ -120,24 +121,80 @@ def check_views(device: torch.device, sz: Sizes) -> dict[str, Any]:
     }
 
 
-def check_knn(device: torch.device, sz: Sizes) -> dict[str, Any]:
-    """The kNN vote on the device equals the CPU's on the same embeddings; its time; the eval forward."""
-    clips = fsd_like_clips(sz.knn_clips, seed=2)
+def knn_bank(clips: Any, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch embeddings with the structure of a trained encoder's: a class direction, a clip direction
+    (a clip's own patches are its nearest, so leaving the clip out matters) and patch noise; the votes
+    are mostly clear but not all right. Returns (z, clip index, labels) per evaluation patch."""
     clip_index, _ = eval_patch_index(clips.lengths)
-    z = torch.randn(len(clip_index), sz.knn_dim, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(seed)
+    n_classes = int(clips.labels.max()) + 1
+    classes = torch.randn(n_classes, dim, generator=g)
+    own = torch.randn(len(clips.lengths), dim, generator=g)
     labels = clips.labels[clip_index]
-    on_cpu = knn_scores(z, clip_index, labels, k=200)
+    z = classes[labels] + 0.9 * own[clip_index] + 1.1 * torch.randn(len(clip_index), dim, generator=g)
+    return z, clip_index, labels
+
+
+def slow_knn_predictions(z: np.ndarray, clip_index: np.ndarray, labels: np.ndarray, k: int,
+                         margin: float = 2e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kNN protocol (SPEC §4) written out in float64 NumPy, one patch at a time: per clip the true
+    label, the prediction, and whether the prediction can depend on rounding (a patch of the clip
+    whose k-th and (k+1)-th most similar patches differ by less than ``margin``)."""
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n_classes = int(labels.max()) + 1
+    patch_pred = np.empty(len(z), dtype=np.int64)
+    near_tie = np.zeros(len(z), dtype=bool)
+    for lo in range(0, len(z), 256):  # similarities a block of rows at a time; votes one patch at a time
+        block = z[lo:lo + 256] @ z.T
+        for i, sims in enumerate(block, start=lo):
+            sims[clip_index == clip_index[i]] = -np.inf  # leave the patch's own clip out
+            n = min(k + 1, len(sims))
+            order = np.argpartition(-sims, n - 1)[:n]
+            order = order[np.argsort(-sims[order], kind="stable")]
+            top = order[:k]
+            votes = np.bincount(labels[top], minlength=n_classes)
+            patch_pred[i] = int(np.argmax(votes))  # the first maximum: ties to the smallest class id
+            near_tie[i] = len(order) > k and sims[order[k - 1]] - sims[order[k]] < margin
+    clips = np.unique(clip_index)
+    truth, pred, ambiguous = (np.empty(len(clips), dtype=np.int64), np.empty(len(clips), dtype=np.int64),
+                              np.empty(len(clips), dtype=bool))
+    for row, c in enumerate(clips):
+        mine = clip_index == c
+        truth[row] = labels[mine][0]
+        pred[row] = int(np.argmax(np.bincount(patch_pred[mine], minlength=n_classes)))
+        ambiguous[row] = near_tie[mine].any()
+    return truth, pred, ambiguous
+
+
+def balanced(truth: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean([np.mean(pred[truth == c] == c) for c in np.unique(truth)]))
+
+
+def check_knn(device: torch.device, sz: Sizes) -> dict[str, Any]:
+    """The kNN vote on the device against the float64 reference (every clip whose prediction cannot turn
+    on rounding must agree) and against the CPU's; its time; the evaluation forward."""
+    clips = fsd_like_clips(sz.knn_clips, seed=2)
+    z, clip_index, labels = knn_bank(clips, sz.knn_dim, seed=4)
+    k = 200
     zd, cd, ld = z.to(device), clip_index.to(device), labels.to(device)
-    on_dev = knn_scores(zd, cd, ld, k=200)
-    seconds = timed(lambda: knn_scores(zd, cd, ld, k=200), repeat=1 if sz.quick else 5, sync=device)
+    truth, on_dev, _ = (t.cpu().numpy() for t in knn_predict(zd, cd, ld, k=k))
+    on_cpu = knn_predict(z, clip_index, labels, k=k)[1].numpy()
+    ref_truth, ref_pred, ambiguous = slow_knn_predictions(z.double().numpy(), clip_index.numpy(), labels.numpy(), k)
+    compared = ~ambiguous
+    differ = int((on_dev[compared] != ref_pred[compared]).sum())
+    seconds = timed(lambda: knn_scores(zd, cd, ld, k=k), repeat=1 if sz.quick else 5, sync=device)
     cfg = config_from_dict({"model": {"width": sz.width}})
     model = build_model(cfg).to(device)
     dev_clips = clips.to(device)
     dtype = torch.bfloat16 if device.type == "cuda" else None
     forward = timed(lambda: embed_patches(model, dev_clips, -2.0, 1.0, amp_dtype=dtype), repeat=1, sync=device)
     return {
-        "ok": on_cpu == on_dev, "clips": sz.knn_clips, "patches": len(clip_index), "k": 200,
-        "scores_cpu": on_cpu, "scores_device": on_dev, "knn_seconds": seconds,
+        "ok": (bool((truth == ref_truth).all()) and differ == 0 and compared.mean() >= 0.5
+               and bool((on_dev == on_cpu).all())),
+        "clips": sz.knn_clips, "patches": len(clip_index), "k": k,
+        "balanced_acc_device": balanced(truth, on_dev), "balanced_acc_reference": balanced(ref_truth, ref_pred),
+        "clips_compared_with_reference": int(compared.sum()), "clips_differing_from_reference": differ,
+        "clips_differing_device_vs_cpu": int((on_dev != on_cpu).sum()), "knn_seconds": seconds,
         "embed_all_patches_seconds (resnet18, bf16 on CUDA)": forward,
     }
 
@@ -157,8 +214,16 @@ def check_throughput(device: torch.device, sz: Sizes) -> dict[str, Any]:
             rows.append({"encoder": encoder, "config": mode, "runs_as": r["runs_as"], "clips_per_s": r["clips_per_s"],
                          "ms_per_step": r["seconds"] * 1e3, "vs_fp32": r["clips_per_s"] / res["fp32"]["clips_per_s"],
                          "views_share": r["views"] / r["seconds"]})
-    return {"ok": all("error" not in r for r in rows), "batch": sz.batch, "width": sz.width,
-            "timed_steps": sz.steps, "rows": rows}
+    asked = {(e, m) for e in sz.encoders for m in MODES}
+    measured = {(r["encoder"], r["config"]) for r in rows if "error" not in r}
+    wrong = [r for r in rows if "error" not in r and not (
+        math.isfinite(r["clips_per_s"]) and r["clips_per_s"] > 0 and r["runs_as"] == r["config"]
+        and 0 < r["views_share"] <= 1)]
+    return {"ok": measured == asked and not wrong and all("error" not in r for r in rows),
+            "rows_not_measured": sorted(f"{e} {m}" for e, m in asked - measured),
+            "rows_implausible (rate <= 0, not run as asked, views share outside (0, 1])":
+                [f"{r['encoder']} {r['config']}" for r in wrong],
+            "batch": sz.batch, "width": sz.width, "timed_steps": sz.steps, "rows": rows}
 
 
 def _store(path: str | None) -> tuple[FeatureStore, str]:
@@ -239,21 +304,23 @@ def _sharing_worker(encoder: str, device: str, quick: bool, barrier: Any, out: A
         sz = Sizes(quick)
         torch.set_num_threads(1)
         barrier.wait(timeout=300)
+        began = time.time()
         res = throughput.measure(encoder, torch.device(device), ["bf16+cl"], sz.sharing_steps, sz.batch, sz.width,
                                  clips=sz.clips())
-        out.put(res["bf16+cl"]["clips_per_s"])
+        out.put((res["bf16+cl"]["clips_per_s"], began, time.time()))
     except BaseException as err:  # noqa: BLE001  the parent must not wait for an answer that never comes
         out.put(f"{type(err).__name__}: {err}")
 
 
-def _shared_rate(encoder: str, device: torch.device, sz: Sizes, procs: int) -> list[float]:
+def _shared_rate(encoder: str, device: torch.device, sz: Sizes, procs: int) -> list[tuple[float, float, float]]:
+    """Per process: (clips/s, wall time its measurement began, ended)."""
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(procs), ctx.Queue()
     workers = [ctx.Process(target=_sharing_worker, args=(encoder, str(device), sz.quick, barrier, out))
                for _ in range(procs)]
     for w in workers:
         w.start()
-    answers: list[float | str] = []
+    answers: list[tuple[float, float, float] | str] = []
     while len(answers) < procs:
         try:
             answers.append(out.get(timeout=5))
@@ -269,21 +336,28 @@ def _shared_rate(encoder: str, device: torch.device, sz: Sizes, procs: int) -> l
 
 
 def check_sharing(device: torch.device, sz: Sizes) -> dict[str, Any]:
-    """Total clips/s of N trainer processes on one device against one alone (bf16 + channels_last)."""
-    rows = []
+    """Total clips/s of N trainer processes on one device against one alone (bf16 + channels_last). It
+    passes when every process measured a positive rate and all N measured at the same time (their
+    windows overlap): only then is the ratio one of processes sharing the device."""
+    rows, ok = [], True
     for encoder in sz.sharing_encoders:
-        alone = _shared_rate(encoder, device, sz, 1)[0]
+        (alone, _, _), = _shared_rate(encoder, device, sz, 1)
         shared = _shared_rate(encoder, device, sz, sz.sharing_procs)
-        rows.append({"encoder": encoder, "alone_clips_per_s": alone, "per_process_clips_per_s": shared,
-                     "total_ratio": sum(shared) / alone})
-    return {"ok": True, "processes": sz.sharing_procs, "batch": sz.batch, "width": sz.width, "rows": rows}
+        rates = [r for r, _, _ in shared]
+        overlap = min(end for _, _, end in shared) - max(began for _, began, _ in shared)
+        good = (len(shared) == sz.sharing_procs and overlap > 0
+                and all(math.isfinite(r) and r > 0 for r in [alone, *rates]))
+        ok = ok and good
+        rows.append({"encoder": encoder, "alone_clips_per_s": alone, "per_process_clips_per_s": rates,
+                     "total_ratio": sum(rates) / alone, "all_measured_at_once_s": overlap, "ok": good})
+    return {"ok": ok, "processes": sz.sharing_procs, "batch": sz.batch, "width": sz.width, "rows": rows}
 
 
 # ----------------------------------------------------------------------------- report
 
 CHECKS: dict[str, str] = {
     "views": "batched views vs the per-sample reference, each op device vs CPU",
-    "knn": "kNN on an FSDnoisy18k-sized bank: device vs CPU vote, time, evaluation forward",
+    "knn": "kNN on an FSDnoisy18k-sized bank: device vs reference and CPU vote, time, evaluation forward",
     "throughput": "pre-training step per encoder: fp32, bf16, bf16 + channels_last, views' share",
     "pretrain": "3 epochs of real pre-training (loss falls); fp16 + GradScaler stays finite",
     "resume": "resume equality: 3 epochs vs 2 + checkpoint + resumed third",
