@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import children
 import optuna
 import pandas as pd
 import pytest
@@ -27,8 +28,8 @@ def search(tmp_path, *extra, space="smoke.yaml", name="smoke", **popen):
     return cmd
 
 
-def run(cmd, timeout=600):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+def run(cmd, timeout=None):
+    out = children.run(cmd, timeout, "the search")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
