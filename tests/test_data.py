@@ -4,10 +4,10 @@ import csv
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import children
 import numpy as np
 import pandas as pd
 import pytest
@@ -366,10 +366,10 @@ def test_store_to_torch_and_subset(tiny_store):
 
 def test_cli_features_and_errors(synth, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    bad = subprocess.run([sys.executable, "-m", "uclser_tune.data", "features", str(tmp_path / "nope"), "--out",
-                          str(tmp_path / "s")], capture_output=True, text=True, env=env, check=False)
+    bad = children.run([sys.executable, "-m", "uclser_tune.data", "features", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "s")], 120, "the refusal of a missing folder", env=env)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
-    out = subprocess.run([sys.executable, "-m", "uclser_tune.data", "synth", "--help"], capture_output=True, text=True, check=False)
+    out = children.run([sys.executable, "-m", "uclser_tune.data", "synth", "--help"], 120, "synth --help")
     assert out.returncode == 0 and "--size" in out.stdout
 
 

@@ -2,9 +2,9 @@
 mix-back bookkeeping, determinism, and import hygiene."""
 
 import random
-import subprocess
 import sys
 
+import children
 import numpy as np
 import pytest
 import torch
@@ -156,5 +156,5 @@ def test_views_import_no_search_or_audio_libraries():
     code = ("import sys, uclser_tune.views, uclser_tune.views.reference; "
             "bad = [m for m in ('ray', 'optuna', 'librosa', 'pandas') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    out = children.run([sys.executable, "-c", code], 120, "the import check")
     assert out.returncode == 0, out.stdout + out.stderr
