@@ -1,9 +1,9 @@
 """Mixed precision on the CPU: how 'auto' resolves, that an explicit bf16 is honoured (not silently run in
 fp32), fp16 refused on a CPU, and that a bf16 run is finite, resumes and records what ran."""
 
-import subprocess
 import sys
 
+import children
 import pytest
 import torch
 
@@ -80,12 +80,11 @@ def test_cli_records_precision_and_refuses_fp16_on_cpu(tiny_store, tmp_path):
     base = [sys.executable, "-m", "uclser_tune.train", "--set", "data.synth_size=tiny", "--set", "model.width=0.125",
             "--set", "train.epochs=1", "--set", "train.max_batches_per_epoch=1", "--set", "train.batch_size=8",
             "--set", "train.device=cpu", "--set", "eval.knn_k=5"]
-    refused = subprocess.run(base + ["--set", "train.precision=fp16", "--out", str(tmp_path / "fp16")],
-                             capture_output=True, text=True, check=False)
+    refused = children.run(base + ["--set", "train.precision=fp16", "--out", str(tmp_path / "fp16")], 120,
+                           "the refusal of fp16")
     assert refused.returncode == 2 and refused.stderr.startswith("error: train.precision: 'fp16'"), refused.stderr
     assert not (tmp_path / "fp16").exists()  # nothing written
-    ran = subprocess.run(base + ["--set", "train.precision=bf16", "--out", str(tmp_path / "bf16")],
-                         capture_output=True, text=True, check=False)
+    ran = children.run(base + ["--set", "train.precision=bf16", "--out", str(tmp_path / "bf16")], 300, "the bf16 run")
     assert ran.returncode == 0, ran.stderr
     header, row = (tmp_path / "bf16" / "metrics.csv").read_text().splitlines()
     assert dict(zip(header.split(","), row.split(",")))["precision"] == "bf16"

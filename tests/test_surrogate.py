@@ -74,10 +74,11 @@ def test_score_is_deterministic_and_the_noise_has_the_planted_sd(truth):
     assert noise.std() == pytest.approx(0.01, rel=0.2) and abs(noise.mean()) < 0.002
     other = cfg(**{"views.mixback": True, "views.mixback_alpha": 0.06})  # same effects, another config
     assert score(truth, other, 8, 8, seed=4) != score(truth, c, 8, 8, seed=4)
-    same = subprocess.run([sys.executable, "-c", ("from uclser_tune.search.surrogate import *; from uclser_tune.config "
-                           f"import RunConfig; t = load_truth({str(truth.path)!r}); "
-                           "print(repr(score(t, RunConfig().replace({'views.mixback': True}), 3, 8, 4)))")],
-                          capture_output=True, text=True, check=True)
+    same = run([sys.executable, "-c", ("from uclser_tune.search.surrogate import *; from uclser_tune.config "
+                f"import RunConfig; t = load_truth({str(truth.path)!r}); "
+                "print(repr(score(t, RunConfig().replace({'views.mixback': True}), 3, 8, 4)))")], 120,
+               "the score in another process")
+    assert same.returncode == 0, same.stderr
     assert float(same.stdout) == score(truth, c, 3, 8, seed=4)  # not Python's salted hash
 
 
@@ -107,8 +108,8 @@ def test_schema_errors_name_the_key(tmp_path, text, message):
 def test_cli_unknown_op_is_one_error_line_exit_2_nothing_written(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: 0.5\neffects:\n  - {when: {op: reverb}, add: 0.1}\n")
-    out = subprocess.run([sys.executable, "-m", "uclser_tune.search", "--space", "augs.yaml", "--surrogate", str(bad),
-                          "--storage-path", str(tmp_path / "runs")], capture_output=True, text=True, check=False)
+    out = run([sys.executable, "-m", "uclser_tune.search", "--space", "augs.yaml", "--surrogate", str(bad),
+               "--storage-path", str(tmp_path / "runs")], 120, "the refusal of an unknown op")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [(f"error: {bad}: effects[0].when.op: unknown op 'reverb'; ops: "
                                                "rrc, compression, noise, specaugment, time_shift, freq_shift, "
