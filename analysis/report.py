@@ -3,15 +3,19 @@ two of reading generated from the numbers, and links to the CSVs."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from analysis import stats
 from analysis.load import Experiment, rung_reached
 from analysis.plots import metric_label
 from uclser_tune.search import results
+from uclser_tune.search.spaces import SPACES_DIR
 from uclser_tune.search.state import LOST_NOTE
 
 
@@ -28,14 +32,25 @@ def signed(x: float) -> str:
     return f"{round(x, 3) + 0.0:+.3f}".replace("-", "−")  # + 0.0: no "−0.000"
 
 
+def relative(path: str | Path) -> str:
+    """A path as the report prints it: relative to the repository when under it, else relative as given,
+    else only its last two parts (a report names no machine's folders)."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    for root in (SPACES_DIR.parent, Path.cwd()):
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return str(Path(*path.parts[-2:]))
+
+
 def header(exp: Experiment) -> list[str]:
     counts = exp.table["status"].value_counts()
-    space = exp.meta["space"] + ("" if exp.space else " (file not found)")
+    space = relative(exp.meta["space"]) + ("" if exp.space else " (file not found)")
     asha = exp.asha
     rungs = ", ".join(f"e{r}" for r in exp.rungs) + (
         f" (grace {asha['grace_period']}, reduction {asha['reduction_factor']})" if asha else " (no ASHA)")
-    lines = [f"# Sensitivity analysis: {exp.path.name}", "",
-             f"- experiment: `{exp.path}` (study `{exp.meta['study_name']}` in `{exp.meta['storage']}`)",
+    lines = [f"- experiment: `{relative(exp.path)}` (study `{exp.meta['study_name']}` in `{exp.meta['storage']}`)",
              f"- space: `{space}`",
              (f"- trials: {len(exp.table)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); table "
              f"{exp.table_source}"),
@@ -85,25 +100,104 @@ def _interval(r: pd.Series | tuple) -> str:
             f"p_holm {r.p_holm:.3g} (n={r.n_level}/{r.n_reference})")
 
 
+def readable(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows with an interval and enough trials, rows estimated on too few trials)."""
+    read = part.dropna(subset=["ci_low"])
+    small = read[read["method"].str.contains(stats.TOO_SMALL)]
+    return read.drop(small.index), small
+
+
 def adjusted_lines(rows: pd.DataFrame) -> list[str]:
-    """Per scope: the rows whose 95 % CI excludes 0, then what could not be read."""
+    """Per scope: the rows that pass Holm (highlighted), those whose per-row 95 % CI excludes 0 without
+    passing Holm (not highlighted), then what could not be read."""
     out = []
     for scope, part in rows.groupby("scope", sort=False):
-        read = part.dropna(subset=["ci_low"])
-        small = read[read["method"].str.contains(stats.TOO_SMALL)]
-        read = read.drop(small.index)
-        clear = read[(read["ci_low"] > 0) | (read["ci_high"] < 0)]
-        clear = clear.reindex(clear["estimate"].abs().sort_values(ascending=False).index)
+        read, small = readable(part)
+        read = read.reindex(read["estimate"].abs().sort_values(ascending=False).index)
+        holm = read[read["p_holm"] < ALPHA]
+        loose = read[((read["ci_low"] > 0) | (read["ci_high"] < 0)) & ~(read["p_holm"] < ALPHA)]
         aliased = read["method"].str.extract(r"ALIASED: (.*?) left out", expand=False).dropna()
         warning = (f" (not to be read: {aliased.iloc[0]} is aliased with the other factors here, and these rows "
                    "may carry its effect)") if len(aliased) else ""
-        out.append(f"{scope}: {len(clear)} of {len(read)} readable rows have a 95 % CI that excludes 0{warning}"
-                   + (": " + "; ".join(_interval(r) for r in clear.itertuples()) if len(clear) else ""))
+        out.append(f"{scope}: {len(holm)} of {len(read)} readable rows pass Holm (p_holm < {ALPHA}){warning}"
+                   + (": " + "; ".join(f"**{_interval(r)}**" for r in holm.itertuples()) if len(holm) else "")
+                   + (f". {len(loose)} more with a per-row 95 % CI that excludes 0, not passing Holm (not a "
+                      "finding): " + "; ".join(_interval(r) for r in loose.itertuples()) if len(loose) else ""))
         unread = part[part["ci_low"].isna() | part.index.isin(small.index)]
         if len(unread):
             out.append(f"{scope}: n too small to read: " + ", ".join(
                 f"{r.factor} {r.level} (n={r.n_level}/{r.n_reference})" for r in unread.itertuples()))
     return out
+
+
+ALPHA = 0.05  # family-wise level of the Holm correction
+POWER = 0.8  # the power the trial estimate of the verdict aims for
+VERDICT_LINES = 8
+
+
+def _p(p: float) -> str:
+    return "< 1e-4" if p < 1e-4 else f"{p:.2g}"
+
+
+def _short(r: pd.Series | tuple) -> str:
+    return (f"{r.factor} {r.level} vs {r.reference} {signed(r.estimate)} [{signed(r.ci_low)}, {signed(r.ci_high)}]"
+            f" (n={r.n_level}/{r.n_reference}, p_holm {_p(r.p_holm)})")
+
+
+def trials_to_resolve(estimate: float, se: float, n: int, family: int) -> int:
+    """Trials (or seeds per variant) the same design would need for the effect, if it is as large as
+    estimated and the noise stays as it is, to pass a Bonferroni 5 % level over ``family`` rows (Holm's
+    strictest step) with POWER: the standard error shrinks as 1/sqrt(n), so n grows by
+    ((z_(1-a/2m) + z_power) · se / |estimate|)^2 (normal approximation)."""
+    z = scipy_stats.norm.ppf(1 - ALPHA / (2 * family)) + scipy_stats.norm.ppf(POWER)
+    return max(n, math.ceil(n * (z * se / abs(estimate)) ** 2))
+
+
+def verdict_lines(exp: Experiment, rows: pd.DataFrame, extra: list[str] | None = None) -> list[str]:
+    """At most VERDICT_LINES lines: in the scope where every trial counts, what passes Holm, the largest
+    effect that does not, how many trials would resolve it, and ``extra`` (what the tables below rest on)."""
+    scope = rows["scope"].iloc[0] if len(rows) else None
+    part = rows[rows["scope"] == scope] if scope is not None else rows
+    read, _ = readable(part)
+    family = int(part["p_holm"].notna().sum())
+    n = int(exp.table[stats.scopes(exp)[0][1]].notna().sum())
+    grid = stats.is_grid(exp.table)
+    if read.empty:
+        return [(f"Nothing to conclude: no effect could be estimated with an interval at {scope or 'any scope'} "
+                 f"(n={n} trials); see the tables below.")]
+    order = read["estimate"].abs().sort_values(ascending=False).index
+    read = read.loc[order]
+    holm, rest = read[read["p_holm"] < ALPHA], read[~(read["p_holm"] < ALPHA)]
+    lines = [(f"Read at {scope}, n={n} trials; {len(holm)} of {family} effects pass Holm (family-wise "
+              f"{ALPHA:.0%}; estimate [95 % CI], p_holm).")]
+    if len(holm):
+        shown = holm.head(4)
+        lines.append("What matters: " + "; ".join(_short(r) for r in shown.itertuples())
+                     + (f"; and {len(holm) - len(shown)} more in the table" if len(holm) > len(shown) else ""))
+    else:
+        lines.append("What matters: nothing is resolved at this family-wise level.")
+    levels = rest[rest["reference"] != "its mean"]  # a slope's unit is not a level's: compared apart
+    rest = levels if len(levels) else rest
+    if len(rest):
+        big = rest.loc[rest["estimate"].abs().idxmax()]
+        se = (big["ci_high"] - big["ci_low"]) / 2 / scipy_stats.t.ppf(0.975, _df(big["method"]))
+        unit, have = (("seeds per variant", int(big["n_level"])) if grid else ("trials", n))
+        need = trials_to_resolve(big["estimate"], se, have, family)
+        lines.append(f"Unresolved, the largest {'level ' if len(levels) else ''}effect: {_short(big)}.")
+        lines.append(f"Power: if that effect is as large as estimated, about {need} {unit} ({need - have} more than "
+                     f"the {have} here) at the current noise would pass Holm over {family} with {POWER:.0%} power "
+                     "(Bonferroni bound, normal approximation, same design).")
+    if exp.asha:
+        lines.append("Later rungs hold only the trials ASHA promoted (selected on the outcome): their tables "
+                     "below are conditional and are not part of this verdict.")
+    lines += extra or []
+    return lines[:VERDICT_LINES]
+
+
+def _df(method: str) -> float:
+    """The residual df a row's interval used, as its method states it; Welch's rows state none (normal)."""
+    found = re.search(r"residual df (\d+)", method)
+    return float(found.group(1)) if found else math.inf
 
 
 def survival_lines(survival: pd.DataFrame) -> list[str]:
@@ -142,8 +236,12 @@ def curve_lines(exp: Experiment) -> list[str]:
             f"{top['status']})"]
 
 
-def write_report(exp: Experiment, sections: list[Section], skipped: list[str], out: Path) -> Path:
-    lines = header(exp)
+def write_report(exp: Experiment, sections: list[Section], skipped: list[str], out: Path,
+                 verdict: list[str] | None = None) -> Path:
+    lines = [f"# Sensitivity analysis: {exp.path.name}", ""]
+    if verdict:
+        lines += ["## Verdict", "", *(f"- {line}" for line in verdict[:VERDICT_LINES]), "", "## The experiment", ""]
+    lines += header(exp)
     for s in sections:
         lines += ["", f"## {s.title}", ""]
         if s.image is not None:

@@ -119,6 +119,7 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
                                     [(f"{filled} of {len(frame)} rows have a COMPLETE trial; the paper's column is "
                                      "best val kNN accuracy, set it against the best-over-epochs column")], None,
                                     [out / f"paper_{name}.csv", out / f"paper_{name}.md"], text))
-    path = report.write_report(exp, sections, skipped, out)
+    verdict = report.verdict_lines(exp, adjusted)
+    path = report.write_report(exp, sections, skipped, out, verdict)
     progress(f"wrote {path}")
     return path

@@ -1,0 +1,84 @@
+"""report.md opens with a short verdict: what passes Holm, the largest unresolved effect and the trials
+that would resolve it; only relative paths. The trial estimate is checked against a brute-force power
+search, the report against a committed findings folder rebuilt from its trials.parquet."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from analysis import report, stats
+from analysis.rebuild import rebuild
+from analysis.run import analyse
+from tests.test_analysis_paired import grid
+
+FINDINGS = Path(__file__).resolve().parents[1] / "analysis" / "findings"
+
+
+def brute_force_trials(estimate: float, se: float, n: int, family: int) -> int:
+    """The smallest n' >= n whose two-sided Bonferroni test has >= 80 % power, trying n' one by one."""
+    z = scipy_stats.norm.ppf(1 - 0.05 / (2 * family))
+    for m in range(n, 100 * n):
+        shift = abs(estimate) / (se * np.sqrt(n / m))
+        if scipy_stats.norm.sf(z - shift) + scipy_stats.norm.cdf(-z - shift) >= 0.8:
+            return m
+    raise AssertionError("no n found")
+
+
+@pytest.mark.parametrize("estimate, se, n, family", [(0.072, 0.0293, 48, 20), (-0.1, 0.037, 3, 14),
+                                                     (0.03, 0.005, 40, 5), (0.01, 0.02, 32, 15)])
+def test_trials_to_resolve_is_the_brute_force_power_search(estimate, se, n, family):
+    got = report.trials_to_resolve(estimate, se, n, family)
+    want = brute_force_trials(estimate, se, n, family)
+    assert abs(got - want) <= 1  # the closed form neglects the far tail: at most one trial less
+
+
+def test_verdict_names_holm_results_the_largest_unresolved_and_stays_short():
+    exp = grid(drop=())
+    rows = stats.effects_adjusted(exp)
+    lines = report.verdict_lines(exp, rows, extra=[f"extra {i}" for i in range(10)])
+    assert len(lines) == report.VERDICT_LINES
+    by = rows.set_index("level")
+    passed = by[by.p_holm < 0.05]
+    assert "a" in passed.index and len(passed) < 3
+    assert lines[0].startswith(f"Read at epoch 2 (final), n=12 trials; {len(passed)} of 3 effects pass Holm")
+    for v, r in passed.iterrows():
+        assert f"variant {v} vs default {report.signed(r.estimate)} [{report.signed(r.ci_low)}, " in lines[1]
+    rest = by[by.p_holm >= 0.05]
+    big = rest.estimate.abs().idxmax()
+    assert f"variant {big} vs default {report.signed(rest.loc[big, 'estimate'])}" in lines[2]
+    se = (rest.loc[big, "ci_high"] - rest.loc[big, "ci_low"]) / 2 / scipy_stats.t.ppf(0.975, 6)
+    need = report.trials_to_resolve(rest.loc[big, "estimate"], se, 3, 3)
+    assert f"about {need} seeds per variant ({need - 3} more than the 3 here)" in lines[3]
+
+
+def test_nothing_estimable_is_said_not_drawn():
+    exp = grid(drop=())
+    rows = stats.effects_adjusted(exp).assign(ci_low=np.nan, ci_high=np.nan, p_holm=np.nan)
+    assert report.verdict_lines(exp, rows)[0].startswith("Nothing to conclude")
+
+
+def test_relative_paths_only():
+    assert report.relative(report.SPACES_DIR / "augs.yaml") == "search_spaces/augs.yaml"
+    assert report.relative("/somewhere/else/runs/x") == "runs/x"
+    assert report.relative("runs/x") == "runs/x"
+
+
+@pytest.mark.slow
+def test_committed_grid_regenerates_with_the_verdict_first(tmp_path):
+    exp_dir = rebuild(FINDINGS / "paper_ablations_small", tmp_path / "paper_ablations_small",
+                      "paper_ablations.yaml", 6, None, 0)
+    out = tmp_path / "out"
+    text = analyse(exp_dir, out).read_text()
+    committed = pd.read_csv(FINDINGS / "paper_ablations_small" / "effects_adjusted.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "effects_adjusted.csv"), committed)
+    head = text.split("## The experiment")[0].splitlines()
+    assert head[:3] == ["# Sensitivity analysis: paper_ablations_small", "", "## Verdict"]
+    verdict = [line for line in head if line.startswith("- ")]
+    assert 1 <= len(verdict) <= report.VERDICT_LINES
+    assert "variant mixback_none vs default −0.232 [−0.306, −0.158] (n=3/3, p_holm < 1e-4)" in verdict[1]
+    assert str(tmp_path) not in text and "/work/" not in text and "space: `search_spaces/paper_ablations.yaml`" in text
+    # only Holm results are highlighted
+    assert text.count("**") == 2 * int((committed.p_holm < 0.05).sum())
