@@ -164,8 +164,9 @@ def test_the_gpu_request_is_withdrawn_once_a_gpu_node_joined(cluster):
 
 
 def test_a_search_scales_out_on_gpu_workers_and_leaves_them_idle(cluster, tmp_path):
-    """The launcher config allows 2 GPU nodes more (1 CPU, 1 GPU each): the search keeps 2 trials pending,
-    so 2 GPUs are demanded before any node exists for them; the test starts them, the trials run there."""
+    """The launcher config allows 2 GPU nodes (1 CPU, 1 GPU each): the search keeps 2 trials going, so a
+    GPU is demanded for each trial beyond the GPU nodes there; the test starts them, the trials run there.
+    With ``train.device: cpu`` the fake GPUs pass the search's CUDA checks (they are only scheduling slots)."""
     launcher = {"max_workers": 2, "head_node_type": "head", "available_node_types": {
         "head": {"resources": {"CPU": 0}, "max_workers": 0},
         "gpu_worker": {"resources": {"CPU": 1, "GPU": 1}, "max_workers": 2}}}
@@ -174,13 +175,19 @@ def test_a_search_scales_out_on_gpu_workers_and_leaves_them_idle(cluster, tmp_pa
     cmd = [*cluster.enter, sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "gpu",
            "--address", "auto", "--node-ip-address", HEAD_IP, "--storage-path", str(runs),
            "--cluster-config", str(tmp_path / "launcher.yaml"), "--gpus-per-trial", "1", "--cpus-per-trial", "1",
-           "--num-samples", "3", "--max-epochs", "1", *[f"--set={k}={v}" for k, v in SMOKE.items()]]
+           "--num-samples", "3", "--max-epochs", "1", *[f"--set={k}={v}" for k, v in SMOKE.items()],
+           "--set=train.device=cpu"]  # the test's GPUs are not real: each one is a scheduling slot
     busy = {ip for ip in status(cluster)["idle"] if ip != HEAD_IP}  # GPU nodes of earlier tests serve too
     search = Child(subprocess.Popen(cmd, cwd=ROOT, env=cluster.driver_env, text=True, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True), "the search")
     try:
-        wait_for(cluster, lambda s: s["gpu_demand"] >= 2 - len(busy), "2 GPU trials pending", timeout=240)
-        added = [cluster.add_worker("--num-gpus", "1") for _ in range(2 - len(busy))]
+        added = []
+        if not busy:  # no GPU node yet: the search first brings one up with its probe
+            wait_for(cluster, lambda s: s["gpu_demand"] >= 1, "the search's GPU-node probe", timeout=240)
+            added.append(cluster.add_worker("--num-gpus", "1"))
+        more = 2 - len(busy) - len(added)
+        wait_for(cluster, lambda s: s["gpu_demand"] >= more, f"{more} GPU trials pending", timeout=240)
+        added += [cluster.add_worker("--num-gpus", "1") for _ in range(more)]
         out = search.read_rest(None, "the end of the search on the GPU workers")
         search.wait(60, "the search's exit")
     finally:

@@ -140,3 +140,16 @@ def test_defaults_on_a_head_and_elsewhere(tmp_path, monkeypatch):
     mine = build_parser().parse_args(["--space", "smoke.yaml", "--address", "127.0.0.2:6390", "--storage-path", "x"])
     assert (mine.address, mine.storage_path) == ("127.0.0.2:6390", "x")  # flags win
     assert build_parser().parse_args(["--space", "smoke.yaml"]).address == "10.0.0.5:6379"
+
+
+def test_the_cuda_check_reads_the_trials_device(monkeypatch):
+    import torch
+
+    from uclser_tune.search.trainable import NoCudaError, check_cuda
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("auto", "cuda"):
+        with pytest.raises(NoCudaError, match="node 10.0.0.9: Ray gave this trial GPU 0 but torch sees no CUDA"):
+            check_cuda([0], "10.0.0.9", device)
+    check_cuda([0], "10.0.0.9", "cpu")  # an explicit CPU: the GPU is only a scheduling slot
+    check_cuda([], "10.0.0.9")  # no GPU given, nothing to check

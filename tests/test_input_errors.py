@@ -151,7 +151,7 @@ def _write(inputs: Path, name: str, data) -> None:
 def started(monkeypatch, runs: Path, name: str) -> Path:
     """An experiment as a search leaves it once it has started: search.json (the real one, from the CLI's
     own checks) and the driver's lock file. The search itself (Ray, training) is not run here."""
-    monkeypatch.setattr(search_cli, "run", lambda args, space, exp_dir, meta, *rest: search_cli.write_meta(
+    monkeypatch.setattr(search_cli, "run", lambda args, space, exp_dir, meta, *rest, **kw: search_cli.write_meta(
         exp_dir, meta) or 0)
     assert search_cli.main(["--storage-path", str(runs), "--name", name, "--space", "smoke.yaml"]) == 0
     monkeypatch.undo()

@@ -365,7 +365,8 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     try:
         cpus, gpus = trial_resources(args, space, ray.cluster_resources())
         if args.address and gpus and not ray.cluster_resources().get("GPU"):
-            print(f"GPU node {wait_for_gpu_node(GPU_NODE_WAIT_S)} is up and sees CUDA", file=sys.stderr)
+            node = wait_for_gpu_node(GPU_NODE_WAIT_S, base_cfg.train.device)
+            print(f"GPU node {node} is up" + ("" if base_cfg.train.device == "cpu" else " and sees CUDA"), file=sys.stderr)
         max_concurrent = args.max_concurrent or space.trials.get("max_concurrent")
         if args.address and not max_concurrent:
             max_concurrent = scale_out_trials(cluster_config, cpus, gpus, ray.cluster_resources())

@@ -45,14 +45,15 @@ def map_on_ray(fn: Callable[[Any, Any], Any], items: list[Any], shared: Any, *, 
 class GpuProbe:
     """Holds a GPU of a worker node until killed: its creation is the demand for a GPU node."""
 
-    def node(self) -> str:
-        """The node's IP, once torch there can use the GPU Ray gave this actor (else ``NoCudaError``)."""
+    def node(self, device: str = "auto") -> str:
+        """The node's IP, once torch there can use the GPU Ray gave this actor (else ``NoCudaError``);
+        ``device`` is the trials' ``train.device``, as ``check_cuda`` reads it."""
         import ray
 
         from uclser_tune.search.trainable import check_cuda
 
         ip = ray.util.get_node_ip_address()
-        check_cuda(ray.get_gpu_ids(), ip)
+        check_cuda(ray.get_gpu_ids(), ip, device)
         return ip
 
 
@@ -60,9 +61,9 @@ class GpuNodeError(RuntimeError):
     """No usable GPU node: none came up in time, or the one that did cannot run CUDA."""
 
 
-def wait_for_gpu_node(timeout_s: float) -> str:
+def wait_for_gpu_node(timeout_s: float, device: str = "auto") -> str:
     """Bring up one GPU node of the cluster this driver is connected to, check that torch there sees
-    CUDA, and return its IP; ``GpuNodeError`` with what to check if that fails within ``timeout_s``.
+    CUDA (unless the trials' ``device`` is 'cpu'), and return its IP; ``GpuNodeError`` with what to check if that fails within ``timeout_s``.
 
     The demand is a pending GPU actor owned by this driver, not ``ray.autoscaler.sdk.request_resources``:
     the autoscaler sees it like a pending trial, it is killed here as soon as a node has joined, and Ray
@@ -74,7 +75,7 @@ def wait_for_gpu_node(timeout_s: float) -> str:
     probe = ray.remote(num_cpus=0, num_gpus=1)(GpuProbe).remote()
     try:
         print("waiting for the autoscaler to start a GPU worker ...", file=sys.stderr)
-        ready, _ = ray.wait([probe.node.remote()], timeout=timeout_s)
+        ready, _ = ray.wait([probe.node.remote(device)], timeout=timeout_s)
         if not ready:
             raise GpuNodeError(f"no GPU node after {timeout_s:.0f} s: see `ray exec cluster/gpu.yaml 'ray status'`, "
                                "/tmp/ray/session_latest/logs/monitor.* on the head and your EC2 GPU quota")

@@ -30,10 +30,11 @@ class NoCudaError(RuntimeError):
     GPU prices (``train.device: auto`` falls back to the CPU)."""
 
 
-def check_cuda(gpu_ids: list, node_ip: str) -> None:
+def check_cuda(gpu_ids: list, node_ip: str, device: str = "auto") -> None:
     """Fail at once, naming the node, its NVIDIA driver and torch's build, when Ray assigned GPUs that
-    torch cannot see (a wrong AMI, a driver older than torch's CUDA, a CPU build of torch)."""
-    if gpu_ids and not torch.cuda.is_available():
+    torch cannot see (a wrong AMI, a driver older than torch's CUDA, a CPU build of torch). An explicit
+    ``train.device: cpu`` asks for the CPU: the GPU is then only a scheduling slot and is not checked."""
+    if gpu_ids and device != "cpu" and not torch.cuda.is_available():
         raise NoCudaError(f"node {node_ip}: Ray gave this trial GPU {', '.join(map(str, gpu_ids))} but torch "
                           f"sees no CUDA: {cuda_report()}")
 
@@ -41,8 +42,8 @@ def check_cuda(gpu_ids: list, node_ip: str) -> None:
 def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
     """One trial: restore from ``tune.get_checkpoint()`` if Ray retries it, report kNN with a checkpoint
     every epoch. ``store`` arrives once per node through the object store (``tune.with_parameters``)."""
-    check_cuda(ray.get_gpu_ids(), ray.util.get_node_ip_address())
     cfg = config_from_dict(config["run_config"])
+    check_cuda(ray.get_gpu_ids(), ray.util.get_node_ip_address(), cfg.train.device)
     checkpoint = tune.get_checkpoint()
     resume = None
     if checkpoint is not None:
