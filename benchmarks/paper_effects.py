@@ -47,6 +47,7 @@ from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.stats import holm, t_interval
 from uclser_tune.training import pretrain
+from uclser_tune.training.runtime import resolve_precision
 from uclser_tune.versions import versions
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -198,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="small", choices=["tiny", "small", "full"],
                     help="synthetic set size (tiny: a quick check of the command, not of the claims)")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
-                    help="pinned so that every run of a measurement uses the same arithmetic")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="resolved once (auto: bf16 where this CPU has it natively, else fp32) and pinned, so "
+                         "that every run of a measurement uses the same arithmetic; the report names it")
     ap.add_argument("--synth-seed", type=int, default=0,
                     help="seed of the synthetic set: another draw of every split (new clips) for a replication "
                          "over data; needs its own --work (default 0)")
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("analysis/findings/paper_effects"))
     ap.add_argument("--aggregate-only", action="store_true", help="only write the tables from finished runs")
     args = ap.parse_args(argv)
+    args.precision = resolve_precision(args.precision, torch.device("cpu"))
     if args.epochs < 1 or args.jobs < 1 or len(set(args.seeds)) < 2:
         print("error: --epochs and --jobs must be >= 1 and --seeds must name at least 2 seeds", file=sys.stderr)
         return 2

@@ -53,7 +53,7 @@ from uclser_tune.evaluation.patches import embed_patches
 from uclser_tune.evaluation.stats import holm, t_interval
 from uclser_tune.training import build_model, pretrain
 from uclser_tune.training.runtime import amp_dtype as resolve_amp_dtype
-from uclser_tune.training.runtime import use_channels_last
+from uclser_tune.training.runtime import resolve_precision, use_channels_last
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -291,14 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--every", type=int, default=2, help="evaluate at epochs 1, 2 and every this many")
     ap.add_argument("--jobs", type=int, default=3, help="runs side by side (one thread each)")
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
-                    help="pinned so that every run of a measurement uses the same arithmetic")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="resolved once (auto: bf16 where this CPU has it natively, else fp32) and pinned, so "
+                         "that every run of a measurement uses the same arithmetic; the report names it")
     ap.add_argument("--work", type=Path, default=Path("runs/paper_gaps"), help="per-run results")
     ap.add_argument("--out", type=Path, default=Path("analysis/findings/paper_gaps"))
     ap.add_argument("--aggregate-only", action="store_true", help="only write the tables from finished runs")
     ap.add_argument("--partial", action="store_true",
                     help="with --aggregate-only: include unfinished runs, all cut at the last epoch every run reached")
     args = ap.parse_args(argv)
+    args.precision = resolve_precision(args.precision, torch.device("cpu"))
     if args.epochs < 2 or args.every < 1 or args.jobs < 1:
         print("error: --epochs must be >= 2, --every and --jobs >= 1", file=sys.stderr)
         return 2

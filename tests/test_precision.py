@@ -89,3 +89,17 @@ def test_cli_records_precision_and_refuses_fp16_on_cpu(tiny_store, tmp_path):
     header, row = (tmp_path / "bf16" / "metrics.csv").read_text().splitlines()
     assert dict(zip(header.split(","), row.split(",")))["precision"] == "bf16"
     assert load_checkpoint(tmp_path / "bf16")["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_explicit_bf16_warns_only_on_a_cpu_without_native_bf16(monkeypatch, native):
+    import warnings
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert runtime.amp_dtype("bf16", CPU) == torch.bfloat16  # honoured either way
+        assert runtime.amp_dtype("auto", CPU) == (torch.bfloat16 if native else None)
+    assert [str(w.message) for w in caught] == ([] if native else [runtime.BF16_EMULATED])
+    assert runtime.resolve_precision("auto", CPU) == ("bf16" if native else "fp32")
+    assert runtime.resolve_precision("bf16", CPU) == "bf16"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,6 +44,12 @@ def cuda_report() -> str:
     return f"torch {torch.__version__} ({build}), {driver}"
 
 
+# measured by a reviewer in one run (benchmarks/README.md, "Mixed precision and memory layout on the CPU")
+BF16_EMULATED = ("train.precision: 'bf16' on this CPU, which has no native bf16 (no AVX512-BF16/AMX): oneDNN "
+                 "emulates it with fp32 arithmetic, measured 7x slower than fp32 for a ResNet-18 on an AVX2-only "
+                 "AMD EPYC; 'auto' runs fp32 here")
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX, Arm's BF16 extension). Only
@@ -65,15 +72,19 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` on ``device``, or None for fp32.
 
     'auto' is bf16 where the hardware has it natively (CUDA GPUs that support it, CPUs with
-    AVX512-BF16/AMX) and fp32 elsewhere. An explicit 'bf16' is honoured on any device. 'fp16' is refused
-    on a CPU: without fp16 arithmetic units it is far slower than fp32 (12x on this project's CPU,
-    benchmarks/README.md) and would need loss scaling besides; bf16 is the CPU's mixed precision.
+    AVX512-BF16/AMX) and fp32 elsewhere. An explicit 'bf16' is honoured on any device, with a warning on
+    a CPU without native bf16: its numerics are the same everywhere (a bf16 result can be reproduced on
+    any CPU), only its speed is not, so it is not refused. 'fp16' is refused on a CPU: without fp16
+    arithmetic units it is far slower than fp32 (12x on this project's CPU, benchmarks/README.md) and
+    would need loss scaling besides; bf16 is the CPU's mixed precision.
     """
     if precision == "fp32":
         return None
     if precision == "auto":
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
         return torch.bfloat16 if native else None
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(BF16_EMULATED, RuntimeWarning, stacklevel=2)
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision: 'fp16' runs on CUDA GPUs only, and this run's device is "
                           f"{device.type}; use 'bf16' or 'auto' (bf16 where the CPU has it natively) or 'fp32'")
@@ -83,6 +94,12 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def precision_name(dtype: torch.dtype | None) -> str:
     """What ran, for metrics and checkpoints: 'fp32', 'bf16' or 'fp16'."""
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` as it will run on ``device``: 'auto' becomes 'bf16' or 'fp32'. Experiments pin
+    this once, so that every run of a measurement uses the same arithmetic and records it."""
+    return precision_name(amp_dtype(precision, device))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
