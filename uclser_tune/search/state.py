@@ -14,12 +14,22 @@ dirs and snapshots into the experiment dir in one background copy while it goes 
 shortly before a kill can have a dir there but no place in the last whole snapshot: Ray cannot resume it
 and samples another in its place. Such a dir is marked lost (``mark_lost_trials``), and the searcher
 closes its study trial FAIL, so the results table and the study say what happened to it.
+
+Trial checkpoints: Ray is told to keep them all (``CheckpointConfig(num_to_keep=None)``), so it never
+deletes one that a snapshot names, whatever the snapshot period. The driver deletes them instead, once a
+snapshot is on disk whole (``CheckpointPruner``, run by ``storage_fs`` after each experiment state
+lands): per trial it keeps the checkpoint that state names, the one before it, and every newer one
+(written since, named by no snapshot yet). A resume from any snapshot on disk therefore finds the
+checkpoint it names, and a finished trial ends with its last two checkpoints.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +37,75 @@ import pyarrow.fs
 
 from uclser_tune.search.atomic_fs import atomic_local_fs, remove_temporaries
 
+log = logging.getLogger(__name__)
 BROKEN_DIR = "broken_state"
 TUNER_FILE = "tuner.pkl"
 LOST_NOTE = "lost: "
 SESSION_FILES = {"experiment_state-{}.json": json.loads, "searcher-state-{}.pkl": pickle.loads,
                  "search_gen_state-{}.json": pickle.loads}
+CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")  # Ray's trial checkpoint dirs
 
 
 def storage_fs() -> pyarrow.fs.FileSystem:
-    """Ray's ``storage_filesystem`` for the search: atomic writes, and a snapshot file that does not load
-    never replaces the previous one."""
+    """Ray's ``storage_filesystem`` for the search: atomic writes, a snapshot file that does not load
+    never replaces the previous one, and each experiment state on disk prunes the checkpoints it no
+    longer needs (``CheckpointPruner``)."""
     checks = {template.format("*"): load for template, load in SESSION_FILES.items()}
-    return atomic_local_fs({**checks, TUNER_FILE: pickle.loads})
+    return atomic_local_fs({**checks, TUNER_FILE: pickle.loads},
+                           after={"experiment_state-*.json": CheckpointPruner()})
+
+
+def named_checkpoint(runtime_json: str) -> str | None:
+    """The checkpoint (a path; its last two parts are the trial dir and the checkpoint dir) that a Ray
+    restore of this trial would use: the latest one its checkpoint manager holds, or None."""
+    manager = json.loads(runtime_json)["checkpoint_manager"]  # Ray's cloudpickle fallback, hex-encoded
+    latest = pickle.loads(bytes.fromhex(manager["value"])).latest_checkpoint_result
+    return latest.checkpoint.path if latest is not None else None
+
+
+def stale_checkpoints(trial_dir: Path, named: str) -> list[Path]:
+    """Checkpoint dirs of ``trial_dir`` that a resume can no longer need when a whole snapshot names
+    ``named``: all older than the newest one before it (newer ones are kept: no snapshot names them yet)."""
+    index = int(CHECKPOINT.match(named).group(1))
+    older = sorted((int(m.group(1)), p) for p in trial_dir.iterdir()
+                   if (m := CHECKPOINT.match(p.name)) and int(m.group(1)) < index)
+    return [p for _, p in older[:-1]]
+
+
+class CheckpointPruner:
+    """Run after an experiment state has landed whole in the experiment dir, with what its check loaded:
+    deletes each trial's stale checkpoints (``stale_checkpoints``). Only trials whose entry changed since
+    the previous state are looked at, so a snapshot costs nothing per trial that has finished."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()  # hashes of the trial entries already pruned for
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckpointPruner)
+
+    def __hash__(self) -> int:
+        return hash(CheckpointPruner)
+
+    def __reduce__(self):  # a trial worker's copy starts empty (and never sees an experiment state)
+        return CheckpointPruner, ()
+
+    def __call__(self, path: str, state: dict) -> None:
+        exp_dir = Path(path).parent
+        seen = set()
+        for _, runtime_json in state["trial_data"]:
+            key = hash(runtime_json)
+            seen.add(key)
+            if key in self._seen:
+                continue
+            named = named_checkpoint(runtime_json)
+            if named is None:
+                continue
+            trial_dir = exp_dir / Path(named).parent.name  # the trial dir here, even if the experiment moved
+            if not trial_dir.is_dir():
+                continue
+            for stale in stale_checkpoints(trial_dir, Path(named).name):
+                shutil.rmtree(stale, ignore_errors=True)
+        self._seen = seen
 
 
 class StateError(RuntimeError):
