@@ -85,3 +85,19 @@ def test_the_pruner_follows_a_moved_experiment_and_skips_unchanged_entries(tmp_p
     prune(str(exp / "experiment_state-s.json"), {"trial_data": [["{}", entry]]})
     assert kept(exp, "trial_a") == ["checkpoint_000000", "checkpoint_000002", "checkpoint_000003"]
     assert CheckpointPruner() == prune  # the storage filesystem compares (and pickles) equal with it
+
+
+def test_a_trial_with_only_checkpoints_unknown_to_the_snapshot_is_not_lost_silently(tmp_path):
+    """With snapshots seconds apart, a trial can start, checkpoint (its worker writes into the experiment
+    dir) and be killed before any snapshot copied its params.json: it has no table row, so the resume
+    says so and leaves error.txt in its dir."""
+    from uclser_tune.search.state import LOST_NOTE, RestoredTrial, mark_lost_trials
+
+    trial(tmp_path, "trial_known", [0, 1])
+    trial(tmp_path, "trial_late", [0, 1])
+    restored = {"known": RestoredTrial(0, "RUNNING", "trial_known")}
+    notes = mark_lost_trials(tmp_path, restored)
+    assert len(notes) == 1 and notes[0].startswith("trial_late ") and "cannot be resumed" not in notes[0]
+    assert (tmp_path / "trial_late" / "error.txt").read_text().startswith(LOST_NOTE)
+    assert not (tmp_path / "trial_known" / "error.txt").exists()
+    assert mark_lost_trials(tmp_path, restored) == []  # a second resume says it once

@@ -202,4 +202,15 @@ def mark_lost_trials(exp_dir: Path, restored: dict[str, RestoredTrial]) -> list[
             f"it; its study trial (number {number}) is closed FAIL and a new trial is sampled in its place\n")
         notes.append(f"{trial_dir.name} (study trial {number}) was started after the killed session's last "
                      f"snapshot and cannot be resumed: marked lost (FAIL); a new trial takes its place")
+    # a trial that checkpointed but whose params.json no snapshot copied yet: no table row, said here
+    for trial_dir in sorted({p.parent for p in exp_dir.glob("*/checkpoint_*")
+                             if not (p.parent / "params.json").exists()}):
+        if trial_dir.name in known or (trial_dir / "error.txt").exists():
+            continue
+        (trial_dir / "error.txt").write_text(
+            f"{LOST_NOTE}started after the last whole snapshot of a killed driver session (its checkpoints "
+            f"reached the experiment dir, its params.json did not), so Ray cannot resume it; its study trial "
+            f"is closed FAIL and a new trial is sampled in its place\n")
+        notes.append(f"{trial_dir.name} was started after the killed session's last snapshot and wrote only "
+                     f"checkpoints: its study trial is closed FAIL and a new trial takes its place")
     return notes
