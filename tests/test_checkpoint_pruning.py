@@ -101,3 +101,25 @@ def test_a_trial_with_only_checkpoints_unknown_to_the_snapshot_is_not_lost_silen
     assert (tmp_path / "trial_late" / "error.txt").read_text().startswith(LOST_NOTE)
     assert not (tmp_path / "trial_known" / "error.txt").exists()
     assert mark_lost_trials(tmp_path, restored) == []  # a second resume says it once
+
+
+def test_a_retried_trial_finds_its_logger_files_current_in_the_experiment_dir(tmp_path):
+    """Ray restarts a retried trial's result.json from the experiment dir's copy, which the periodic
+    snapshot may have left behind: LogsBeforeRetry brings the driver's copy there first."""
+    from types import SimpleNamespace
+
+    from uclser_tune.search.state import LogsBeforeRetry
+
+    staging, exp = tmp_path / "staging" / "trial_a", tmp_path / "exp"
+    staging.mkdir(parents=True)
+    trial(exp, "trial_a", [0, 1])
+    (exp / "trial_a" / "result.json").write_text('{"epoch": 1}\n')  # the last snapshot's copy
+    lines = "".join(f'{{"epoch": {e}}}\n' for e in (1, 2, 3))
+    (staging / "result.json").write_text(lines)
+    (staging / "params.json").write_text("{}")
+    ray_trial = SimpleNamespace(local_path=str(staging), storage=SimpleNamespace(
+        trial_fs_path=str(exp / "trial_a"), storage_filesystem=storage_fs()))
+    LogsBeforeRetry().on_trial_recover(iteration=7, trials=[ray_trial], trial=ray_trial)
+    assert (exp / "trial_a" / "result.json").read_text() == lines
+    assert (exp / "trial_a" / "params.json").read_text() == "{}"
+    assert kept(exp, "trial_a") == ["checkpoint_000000", "checkpoint_000001"]

@@ -449,16 +449,17 @@ def run_config(exp_dir: Path, console=None):
     the snapshots on disk name, and would force a snapshot every ``num_to_keep`` checkpoints of a trial).
     ``state.storage_fs`` deletes them once a whole snapshot no longer needs them, keeping the last two of
     a finished trial. Files reach the experiment dir whole and a snapshot only if it loads, so a kill
-    never leaves a half-written one."""
+    never leaves a half-written one. A retried trial's logger files reach it before the retry
+    (``state.LogsBeforeRetry``)."""
     from ray import tune
 
-    from uclser_tune.search.state import storage_fs
+    from uclser_tune.search.state import LogsBeforeRetry, storage_fs
 
     return tune.RunConfig(
         name=exp_dir.name, storage_path=str(exp_dir.parent), storage_filesystem=storage_fs(),
         failure_config=tune.FailureConfig(max_failures=2),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        callbacks=[console] if console else None, verbose=0 if console else 1,
+        callbacks=[LogsBeforeRetry(), *([console] if console else [])], verbose=0 if console else 1,
     )
 
 

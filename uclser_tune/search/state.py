@@ -21,6 +21,11 @@ snapshot is on disk whole (``CheckpointPruner``, run by ``storage_fs`` after eac
 lands): per trial it keeps the checkpoint that state names, the one before it, and every newer one
 (written since, named by no snapshot yet). A resume from any snapshot on disk therefore finds the
 checkpoint it names, and a finished trial ends with its last two checkpoints.
+
+A trial that Ray retries in the same driver session (its node died) restarts its driver-side logger
+files (``result.json``, ``progress.csv``) from their copies in the experiment dir, which are only as new
+as the last snapshot: the results since then would be lost. ``LogsBeforeRetry`` copies the trial's
+logger files into the experiment dir first.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs
+from ray.tune import Callback
 
 from uclser_tune.search.atomic_fs import atomic_local_fs, remove_temporaries
 
@@ -214,3 +220,16 @@ def mark_lost_trials(exp_dir: Path, restored: dict[str, RestoredTrial]) -> list[
         notes.append(f"{trial_dir.name} was started after the killed session's last snapshot and wrote only "
                      f"checkpoints: its study trial is closed FAIL and a new trial takes its place")
     return notes
+
+
+class LogsBeforeRetry(Callback):
+    """Before Ray retries a failed trial, bring its driver-side logger files (``trial.local_path``) into
+    its dir in the experiment dir, through the storage filesystem: Ray's JSON and CSV loggers restart a
+    retried trial's files from the experiment dir's copies, which the periodic snapshot may not have
+    updated since the trial's last results."""
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        local = trial.local_path
+        if local and Path(local).is_dir():
+            pyarrow.fs.copy_files(local, trial.storage.trial_fs_path,
+                                  destination_filesystem=trial.storage.storage_filesystem)
