@@ -115,7 +115,9 @@ def measure(n: int, work: Path, node_ip: str) -> dict:
     from uclser_tune.search.results import open_study, read_meta
 
     storage = work / "runs"
+    load_before = os.getloadavg()
     watched = run_watched(search_command(n, storage, node_ip), work / f"search{n}.log")
+    load_after = os.getloadavg()
     exp = storage / f"scale{n}"
     study = open_study(exp, read_meta(exp))
     starts = [t.datetime_start.timestamp() for t in study.trials if t.datetime_start]
@@ -127,22 +129,25 @@ def measure(n: int, work: Path, node_ip: str) -> dict:
     return {"trials": len(study.trials), **watched, "driver_cpu_s_per_trial": watched["driver_cpu_s"] / n,
             "rate_per_tenth": rate_per_tenth(starts), "report_s_median": statistics.median(gaps),
             "report_s_p90": statistics.quantiles(gaps, n=10)[-1], "reports": len(gaps),
-            "experiment_mb": dir_mb(exp), "analysis_s": analysis_s, "dashboard_s": dashboard_load_s(exp)}
+            "experiment_mb": dir_mb(exp), "analysis_s": analysis_s, "dashboard_s": dashboard_load_s(exp),
+            "load_before": load_before, "load_after": load_after, "cpu": cpu_name(),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def markdown(rows: dict[int, dict], cpu: str) -> str:
     lines = [(f"Machine: {cpu}, {os.cpu_count()} cores; `python -m benchmarks.scale --sizes "
-             f"{' '.join(map(str, rows))}`."), "",
+             f"{' '.join(map(str, rows))}`; load = the 1-minute load average before and after the search."), "",
              ("| trials | wall s | driver CPU s / trial | driver peak RSS MB | report s (median, p90) | "
              "rate, 2nd tenth (trials/s) | rate, last tenth | last / 2nd | experiment MB | analysis s | "
-             "dashboard s |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "dashboard s | load |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in rows.items():
+        load = f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}" if "load_before" in r else "n/a"
         second, last = r["rate_per_tenth"][1], r["rate_per_tenth"][-1]
         ratio = f"{last / second:.2f}" if second and last else "n/a"
         lines.append(f"| {n} | {r['wall_s']:.0f} | {r['driver_cpu_s_per_trial']:.3f} | {r['driver_peak_rss_mb']:.0f} | "
                      f"{r['report_s_median']:.3f}, {r['report_s_p90']:.3f} | {second or float('nan'):.3f} | "
                      f"{last or float('nan'):.3f} | {ratio} | {r['experiment_mb']:.1f} | {r['analysis_s']:.1f} | "
-                     f"{r['dashboard_s']:.2f} |")
+                     f"{r['dashboard_s']:.2f} | {load} |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,16 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale",
                     help="where scale.json and scale.md go")
     ap.add_argument("--node-ip-address", default="127.0.0.31", help="loopback address of the searches' Ray")
+    ap.add_argument("--fresh", action="store_true",
+                    help="drop the sizes already in OUT/scale.json (by default a run replaces only its own sizes)")
     args = ap.parse_args(argv)
-    rows = {}
+    cpu = cpu_name()
+    saved = args.out / "scale.json"
+    rows = {} if args.fresh or not saved.exists() else {int(n): r for n, r in json.loads(saved.read_text())["sizes"].items()}
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="scale") as work:
         for n in args.sizes:
             rows[n] = measure(n, Path(work), args.node_ip_address)
             print(f"{n} trials: {json.dumps(rows[n])}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    cpu = cpu_name()
-    (args.out / "scale.json").write_text(json.dumps({"cpu": cpu, "sizes": rows}, indent=1))
-    (args.out / "scale.md").write_text(markdown(rows, cpu))
+            rows = dict(sorted(rows.items()))
+            saved.write_text(json.dumps({"cpu": cpu, "sizes": rows}, indent=1))  # each size as soon as it is done
+            (args.out / "scale.md").write_text(markdown(rows, cpu))
     print(markdown(rows, cpu))
     return 0
 

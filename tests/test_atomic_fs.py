@@ -79,3 +79,30 @@ def test_resume_removes_what_a_killed_copy_left_and_nothing_else(tmp_path):
     assert notes == [f"removed 2 partial file(s) that a killed copy into {exp} left"]
     assert not [p for p in exp.rglob(".*") if p not in keep] and all(p.exists() for p in keep)
     assert (exp / "experiment_state-a.json").read_text() == "{}"
+
+
+def test_a_copy_identical_to_the_last_one_leaves_the_file_alone_and_a_changed_one_lands(tmp_path):
+    """Every snapshot copies every logger file again: an unchanged one costs no write (same inode, same
+    mtime); a changed one, or one changed on disk behind the handler's back, is written whole."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "trial_a").mkdir(parents=True)
+    dst.mkdir()
+    fs = atomic_local_fs()
+
+    def copy():
+        pafs.copy_files(str(src), str(dst), destination_filesystem=fs)
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_text()) for p in dst.rglob("*.json")}
+
+    (src / "trial_a" / "result.json").write_text('{"epoch": 1}\n')
+    (src / "params.json").write_text("{}")
+    copy()
+    second = copy()  # written over the first: from now on compared
+    assert copy() == second
+    (src / "trial_a" / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    third = copy()
+    assert third["result.json"][2] == '{"epoch": 1}\n{"epoch": 2}\n' and third["params.json"] == second["params.json"]
+    (dst / "params.json").write_text("{}  ")  # someone else wrote it: the copy puts the source back
+    assert copy()["params.json"][2] == "{}"
+    (dst / "params.json").unlink()
+    assert copy()["params.json"][2] == "{}"
+    assert not list(dst.rglob(".*"))

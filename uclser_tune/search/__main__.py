@@ -43,6 +43,7 @@ from uclser_tune.versions import versions
 
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 GPU_NODE_WAIT_S = 1200  # a cloud GPU node boots and installs in 5-10 minutes
+SNAPSHOT_PERIOD = "auto"  # Ray's experiment snapshots: max(10 s, 19 x the last one's time) apart
 REUSE_ACTORS = True  # a trial starts in an idle worker of a finished one: ~3 s less per trial start
 SMOKE = {"data.synth_size": "tiny", "model.width": 0.125, "model.proj_hidden": 64, "model.proj_dim": 32,
          "train.max_batches_per_epoch": 3, "eval.knn_k": 10}
@@ -322,14 +323,16 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
     )
     from uclser_tune.search.trainable import run_trial, surrogate_trial
 
-    # Ray's experiment snapshot after every event: a trial keeps only its last two checkpoints, so a
-    # snapshot older than one more checkpoint names a deleted one, and after a crash that trial could
-    # not be restored (seen with the surrogate's sub-second epochs; small sets on a fast GPU too)
+    # Ray's experiment snapshot at its own period ("auto": at least 10 s apart and at most ~5 % of the
+    # driver's time), not after every event: a snapshot rewrites the whole experiment's state, so one per
+    # event made the driver's cost quadratic in the trials. A snapshot can then be seconds behind the
+    # trials; Ray keeps every checkpoint (run_config) and the driver deletes only those that no snapshot
+    # on disk can name (state.CheckpointPruner), so a resume from any snapshot finds its checkpoints.
     if not args.verbose:  # the console says what happens to the study's trials
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
@@ -443,21 +446,21 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
 
 
 def run_config(exp_dir: Path, console=None):
-    """Checkpoints: the last two per trial. Ray's experiment snapshot can lag the newest checkpoint by one
-    (it is written after the checkpoint is registered); keeping only one would delete the checkpoint a
-    snapshot taken just before points to, and a resume after a kill would then fail to restore it. Files reach
-    the experiment dir whole and a snapshot only if it loads (``state.storage_fs``), so a kill never leaves
-    a half-written one."""
+    """Checkpoints: Ray deletes none (``num_to_keep=None``; it would delete by its own count, whatever
+    the snapshots on disk name, and would force a snapshot every ``num_to_keep`` checkpoints of a trial).
+    ``state.storage_fs`` deletes them once a whole snapshot no longer needs them, keeping the last two of
+    a finished trial. Files reach the experiment dir whole and a snapshot only if it loads, so a kill
+    never leaves a half-written one. A retried trial's logger files reach it before the retry
+    (``state.LogsBeforeRetry``)."""
     from ray import tune
 
-    from uclser_tune.search.state import storage_fs
+    from uclser_tune.search.state import LogsBeforeRetry, storage_fs
 
     return tune.RunConfig(
         name=exp_dir.name, storage_path=str(exp_dir.parent), storage_filesystem=storage_fs(),
         failure_config=tune.FailureConfig(max_failures=2),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="training_iteration",
-                                                checkpoint_score_order="max"),
-        callbacks=[console] if console else None, verbose=0 if console else 1,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        callbacks=[LogsBeforeRetry(), *([console] if console else [])], verbose=0 if console else 1,
     )
 
 

@@ -12,6 +12,14 @@ it and renames it on close, so a kill leaves the previous complete version; and 
 matches one of ``checks`` replaces the previous version only if it loads, so a copy of a half-rewritten
 staging file is dropped. Everything else is the plain ``pyarrow.fs.LocalFileSystem``.
 
+Cheap on repeats: every snapshot copies the driver's whole staging folder again (Ray's per-trial logger
+files included), most of it unchanged since the last copy. A file of at most ``MEMORY_BYTES`` that this
+handler has already written over an older version is collected in memory, and left alone when its bytes
+(a BLAKE2 digest) and the size and mtime on disk are what this handler last wrote there: no temporary,
+no check, no rename. A changed file costs a write; a finished trial's files cost a digest each.
+``after`` hooks (file-name glob -> ``hook(path, loaded)``) run once a checked file has replaced the
+previous version, with what its check loaded: ``state.storage_fs`` prunes trial checkpoints there.
+
 No fsync: the rename protects against a killed process, which is what resume is for; a power cut
 on the node holding the experiment dir is not covered.
 """
@@ -19,6 +27,8 @@ on the node holding the experiment dir is not covered.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import io
 import logging
 import os
 import re
@@ -32,31 +42,55 @@ import pyarrow.fs as pafs
 
 log = logging.getLogger(__name__)
 Checks = Mapping[str, Callable[[bytes], Any]]  # file-name glob -> a loader that raises on a bad file
+Hooks = Mapping[str, Callable[[str, Any], None]]  # file-name glob -> called with (path, what its check loaded)
+MEMORY_BYTES = 1 << 20  # files up to this size are compared with the last version before anything is written
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _RenameOnClose writes before its rename
 
 
 class _RenameOnClose:
     """A binary file written under a temporary name and moved onto ``path`` by ``close`` if ``check``
-    (when given) loads it; otherwise the temporary file is dropped and ``path`` keeps what it had."""
+    (when given) loads it; otherwise the temporary file is dropped and ``path`` keeps what it had.
 
-    def __init__(self, path: str, check: Callable[[bytes], Any] | None) -> None:
-        self.path, self.check = path, check
+    A file that this handler has rewritten before (``written`` holds its digest, size and mtime) is
+    collected in memory up to ``MEMORY_BYTES`` and left alone by ``close`` when nothing changed; any
+    other file goes to its temporary name as it is written."""
+
+    def __init__(self, path: str, check: Callable[[bytes], Any] | None, after: Callable[[str, Any], None] | None,
+                 written: dict[str, tuple[bytes, int, int]]) -> None:
+        self.path, self.check, self.after, self.written = path, check, after, written
         target = Path(path)
         self.tmp = str(target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"))
-        self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed (and renamed) by close()
+        self._memory: io.BytesIO | None = None
+        self._file = None
+        if path in written:
+            self._memory = io.BytesIO()
+        else:
+            self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed (and renamed) by close()
+        self._closed = False
+        self._size = 0
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._closed
 
     def write(self, data: Any) -> int:
-        return self._file.write(data)
+        n = memoryview(data).nbytes
+        self._size += n
+        if self._memory is None:
+            return self._file.write(data)
+        self._memory.write(data)
+        if self._size > MEMORY_BYTES:  # too big to compare: written out as any other file
+            self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed (and renamed) by close()
+            self._file.write(self._memory.getbuffer())
+            self._memory = None
+        return n
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
 
     def tell(self) -> int:
-        return self._file.tell()
+        return self._size
 
     def writable(self) -> bool:
         return True
@@ -67,42 +101,89 @@ class _RenameOnClose:
     def seekable(self) -> bool:
         return False
 
+    def _unchanged(self, digest: bytes) -> bool:
+        known = self.written.get(self.path)
+        if known is None or known[0] != digest:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns) == known[1:]
+
     def close(self) -> None:
-        if self._file.closed:
+        if self._closed:
             return
-        self._file.close()
+        self._closed = True
+        data = None
+        if self._memory is not None:
+            data = self._memory.getvalue()
+            self._memory = None
+            if self._unchanged(hashlib.blake2b(data, digest_size=16).digest()):
+                return
+        else:
+            self._file.close()
+        loaded = None
         if self.check is not None:
             try:
-                self.check(Path(self.tmp).read_bytes())
+                loaded = self.check(data if data is not None else Path(self.tmp).read_bytes())
             except Exception as err:  # noqa: BLE001 - any failure to load means a half-written source
-                os.unlink(self.tmp)
+                if data is None:
+                    os.unlink(self.tmp)
                 log.debug("kept the previous %s: the new copy does not load (%s)", self.path, err)
                 return
+        if data is not None:
+            with open(self.tmp, "wb") as f:
+                f.write(data)
+        rewritten = os.path.exists(self.path)
         os.replace(self.tmp, self.path)
+        self._remember(data, rewritten)
+        if self.after is not None:
+            try:
+                self.after(self.path, loaded)
+            except Exception:  # a hook must not fail the copy that already landed
+                log.warning("after writing %s: %s failed", self.path, self.after, exc_info=True)
+
+    def _remember(self, data: bytes | None, rewritten: bool) -> None:
+        """Record a small file that was written over an older version (a logger file that every snapshot
+        copies again); a file written once (a checkpoint's) is not remembered: it never comes again."""
+        if not rewritten or self._size > MEMORY_BYTES:
+            self.written.pop(self.path, None)
+            return
+        if data is None:
+            data = Path(self.path).read_bytes()
+        st = os.stat(self.path)
+        self.written[self.path] = (hashlib.blake2b(data, digest_size=16).digest(), st.st_size, st.st_mtime_ns)
 
 
 class AtomicLocalHandler(pafs.FileSystemHandler):
     """``LocalFileSystem`` with atomic ``open_output_stream`` (see the module docstring)."""
 
-    def __init__(self, checks: Checks | None = None) -> None:
+    def __init__(self, checks: Checks | None = None, after: Hooks | None = None) -> None:
         self._fs = pafs.LocalFileSystem()
         self.checks = dict(checks or {})
+        self.after = dict(after or {})
+        self._written: dict[str, tuple[bytes, int, int]] = {}  # path -> (digest, size, mtime_ns) last written
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, AtomicLocalHandler) and other.checks == self.checks
+        return isinstance(other, AtomicLocalHandler) and (other.checks, other.after) == (self.checks, self.after)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
 
     def __hash__(self) -> int:
-        return hash(tuple(self.checks))
+        return hash((tuple(self.checks), tuple(self.after)))
 
     def __reduce__(self):  # shipped to Ray's trial workers inside the storage context
-        return AtomicLocalHandler, (self.checks,)
+        return AtomicLocalHandler, (self.checks, self.after)
+
+    @staticmethod
+    def _match(table: Mapping[str, Any], path: str) -> Any:
+        name = Path(path).name
+        return next((value for pattern, value in table.items() if fnmatch.fnmatchcase(name, pattern)), None)
 
     def _check_for(self, path: str) -> Callable[[bytes], Any] | None:
-        name = Path(path).name
-        return next((load for pattern, load in self.checks.items() if fnmatch.fnmatchcase(name, pattern)), None)
+        return self._match(self.checks, path)
 
     def get_type_name(self) -> str:
         return "uclser-atomic-local"
@@ -146,7 +227,8 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
         return self._fs.open_input_file(path)
 
     def open_output_stream(self, path: str, metadata: Any) -> pyarrow.NativeFile:
-        return pyarrow.PythonFile(_RenameOnClose(path, self._check_for(path)), mode="w")
+        return pyarrow.PythonFile(_RenameOnClose(path, self._check_for(path), self._match(self.after, path),
+                                                 self._written), mode="w")
 
     def open_append_stream(self, path: str, metadata: Any) -> pyarrow.NativeFile:
         return self._fs.open_append_stream(path)
@@ -160,6 +242,6 @@ def remove_temporaries(root: Path) -> int:
     return len(leftovers)
 
 
-def atomic_local_fs(checks: Checks | None = None) -> pafs.PyFileSystem:
+def atomic_local_fs(checks: Checks | None = None, after: Hooks | None = None) -> pafs.PyFileSystem:
     """The filesystem to pass to Ray as ``storage_filesystem`` for a local (or mounted) storage path."""
-    return pafs.PyFileSystem(AtomicLocalHandler(checks))
+    return pafs.PyFileSystem(AtomicLocalHandler(checks, after))

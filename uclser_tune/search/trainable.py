@@ -4,6 +4,7 @@ around ``surrogate.score``) and nothing else."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -23,6 +24,7 @@ from uclser_tune.training import NonFiniteLossError, load_checkpoint, pretrain, 
 from uclser_tune.training.runtime import cuda_report
 
 SURROGATE_STATE = "surrogate.json"  # a surrogate trial's checkpoint: the last epoch it reported
+USS_EVERY_S = 30.0  # how often a trial's reports re-read its memory (the first report always does)
 
 
 class NoCudaError(RuntimeError):
@@ -39,6 +41,24 @@ def check_cuda(gpu_ids: list, node_ip: str, device: str = "auto") -> None:
                           f"sees no CUDA: {cuda_report()}")
 
 
+class UssMeter:
+    """This process's USS in MB (memory private to the trial; the store in the object store is shared, not
+    counted), read at most every ``every_s``: psutil reads it from /proc/<pid>/smaps, which costs tens of
+    milliseconds in a process holding torch and a model, more than the rest of a surrogate's report."""
+
+    def __init__(self, every_s: float = USS_EVERY_S) -> None:
+        self.every_s = every_s
+        self.process = psutil.Process()
+        self.at = -math.inf
+        self.mb = math.nan
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        if now - self.at >= self.every_s:
+            self.mb, self.at = self.process.memory_full_info().uss / 1e6, now
+        return self.mb
+
+
 def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
     """One trial: restore from ``tune.get_checkpoint()`` if Ray retries it, report kNN with a checkpoint
     every epoch. ``store`` arrives once per node through the object store (``tune.with_parameters``)."""
@@ -50,13 +70,12 @@ def run_trial(config: dict[str, Any], store: FeatureStore) -> None:
         with checkpoint.as_directory() as d:
             resume = load_checkpoint(d)
     host = {"node": platform.node(), "pid": os.getpid()}
-    process = psutil.Process()
+    uss = UssMeter()
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        # USS: memory private to this trial; the store in the object store is shared, not counted
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(state, d)
-            tune.report({**metrics, **host, "uss_mb": process.memory_full_info().uss / 1e6,
+            tune.report({**metrics, **host, "uss_mb": uss(),
                          "max_epochs": cfg.train.epochs,
                          "resumed_from": resume["epoch"] if resume else 0,
                          "reported_at": time.time()},  # Ray's 'timestamp' is whole seconds
