@@ -101,6 +101,7 @@ def test_sign_test_and_censoring_by_hand():
     assert search_efficiency.paired_sign_test([5, 3], [4, 3], [False, True], [True, True])[:2] == (0, 1)
     assert search_efficiency.paired_sign_test([3, 3], [5, 3], [True, True], [False, True])[:2] == (1, 1)
     assert search_efficiency.paired_sign_test([3], [5], [False], [True])[:2] == (0, 0)
+    assert search_efficiency.paired_sign_test([6], [5], [True], [False])[:2] == (0, 0)  # b >= 5: maybe above 6
     assert "upper bounds" in search_efficiency.censoring_note([True, True], [True, False])
     assert "lower bounds" in search_efficiency.censoring_note([False, True], [True, True])
     assert "neither" in search_efficiency.censoring_note([False], [False])
