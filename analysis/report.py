@@ -102,11 +102,12 @@ def trust(reading: str, recovered: dict[str, tuple[int, int]] | None) -> tuple[s
 
 
 def trust_line(reading: str, kind: str, rate: str) -> str:
-    """One line on how far a reading is to be trusted, from ``trust``."""
+    """One line on how far a reading is to be trusted, from ``trust`` (in capitals, not bold: bold is
+    for results that pass Holm only)."""
     if kind == "hidden":
-        return f"**{reading} not shown**: this reading {rate}, so it is not to be read"
+        return f"{reading} NOT SHOWN: this reading {rate}, so it is not to be read"
     if kind == "marked":
-        return (f"**{reading}: read with care**: this reading {rate}, below the {evaluator_recovery.TRUSTED:.0%} "
+        return (f"{reading} READ WITH CARE: this reading {rate}, below the {evaluator_recovery.TRUSTED:.0%} "
                 "a reading needs to be shown unmarked")
     return f"{reading}: this reading {rate}" if kind == "trusted" else rate
 
