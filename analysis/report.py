@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from analysis import stats
+from analysis import evaluator_recovery, stats
 from analysis.load import Experiment, rung_reached
 from analysis.plots import metric_label
 from uclser_tune.search import results
@@ -63,6 +63,18 @@ def header(exp: Experiment) -> list[str]:
     if exp.meta.get("startup_design"):
         lines.append(f"- the first {exp.meta['startup_design']} trials: the space's balanced start-up design "
                      "(every on/off parameter on in half of them, every pair balanced), then the sampler")
+    n0 = stats.startup_trials(exp)
+    if n0 is not None:
+        lines.append(f"- adaptive sampling: trials 0-{n0 - 1} are the non-adaptive start-up, the later ones TPE's "
+                     f"proposals, which follow the results; the adjusted effects carry a term for this phase (the "
+                     f"'{stats.PHASE}' rows), so a factor TPE kept on late is not credited with what differs "
+                     "between the phases (with few start-up trials on one of its levels, its interval widens)")
+    if stats.sampler_of(exp) == "design":
+        reps = (exp.space or {}).get("replicates", 1)
+        lines.append(f"- sampler: design: a balanced two-level fractional factorial (resolution IV) over the on/off "
+                     f"choices, random op orders (reversed in every second replicate), {reps} replicate(s) with "
+                     "their own seeds; analysed with the design's own model: on/off rows, one order:a,b row per "
+                     "pair of ops, the replicate a block")
     if exp.partial:
         lines.append(f"- **partial**: {counts['RUNNING']} trial(s) still RUNNING; "
                      "analysed as far as they got")
@@ -76,9 +88,46 @@ def header(exp: Experiment) -> list[str]:
     return lines
 
 
-def importance_lines(rows: pd.DataFrame, stable: pd.DataFrame | None, top: int = 3) -> list[str]:
+def trust(reading: str, recovered: dict[str, tuple[int, int]] | None) -> tuple[str, str]:
+    """How a reading may be shown, from its planted-truth recovery rate (``evaluator_recovery.rates``):
+    ("trusted" | "marked" | "hidden" | "untested", the phrase that states the rate). Trusted: recovered in
+    at least TRUSTED of the searches; marked: in some, but fewer; hidden: in at most HIDE of them."""
+    if not recovered or reading not in recovered:
+        return "untested", f"{reading} has no planted-truth recovery rate (not in {RECOVERY_NOTE})"
+    ok, n = recovered[reading]
+    rate = f"recovered the planted truth in {ok} of {n} planted-truth searches ({RECOVERY_NOTE})"
+    if ok / n >= evaluator_recovery.TRUSTED:
+        return "trusted", rate
+    return ("hidden" if ok / n <= HIDE else "marked"), rate
+
+
+def trust_line(reading: str, kind: str, rate: str) -> str:
+    """One line on how far a reading is to be trusted, from ``trust`` (in capitals, not bold: bold is
+    for results that pass Holm only)."""
+    if kind == "hidden":
+        return f"{reading} NOT SHOWN: this reading {rate}, so it is not to be read"
+    if kind == "marked":
+        return (f"{reading} READ WITH CARE: this reading {rate}, below the {evaluator_recovery.TRUSTED:.0%} "
+                "a reading needs to be shown unmarked")
+    return f"{reading}: this reading {rate}" if kind == "trusted" else rate
+
+
+def importance_lines(rows: pd.DataFrame, stable: pd.DataFrame | None, top: int = 3,
+                     recovered: dict[str, tuple[int, int]] | None = None) -> list[str]:
+    """Top parameters per evaluator and scope. An evaluator is shown as its planted-truth recovery rate
+    allows (``trust``): a hidden one only as the line that says why, a marked one with its rate."""
     out = []
+    for evaluator in dict.fromkeys(rows["evaluator"]):
+        kind, rate = trust(evaluator, recovered)
+        line = trust_line(evaluator, kind, rate)
+        if kind == "hidden":
+            line += " (its rows stay in importance.csv and its panel in the figure)"
+        elif kind == "marked":
+            line += "; a ranking to check against the adjusted effects, not a finding"
+        out.append(line)
     for (evaluator, rung), part in rows.groupby(["evaluator", "rung"], sort=False):
+        if trust(evaluator, recovered)[0] == "hidden":
+            continue
         best = part.dropna(subset=["importance"]).nlargest(top, "importance")
         if best.empty:
             continue
@@ -87,7 +136,7 @@ def importance_lines(rows: pd.DataFrame, stable: pd.DataFrame | None, top: int =
         out.append(f"{evaluator}, {scope} (n={part['n_trials'].iloc[0]}): "
                    + ", ".join(f"{p} {v:.2f}" for p, v in zip(best["param"], best["importance"]))
                    + (f"; n/a (not assessed): {na} of {len(part)} parameters" if na else ""))
-    if stable is not None:
+    if stable is not None and trust("fanova", recovered)[0] != "hidden":
         first = stable.iloc[0]
         out.append(f"stability: fANOVA on {first['resamples']} bootstrap resamples of rung {first['rung']}: "
                    + ", ".join(f"{r.param} ranked first in {r.share_ranked_first:.0%}, median {r.median:.2f} "
@@ -131,6 +180,8 @@ def adjusted_lines(rows: pd.DataFrame) -> list[str]:
 
 
 ALPHA = 0.05  # family-wise level of the Holm correction
+HIDE = 0.25  # a reading that recovered at most this share of the planted truths is not shown at all
+RECOVERY_NOTE = "analysis/findings/evaluator_recovery: augs.yaml, 4 truths x 5 TPE seeds, read at the first rung"
 POWER = 0.8  # the power the trial estimate of the verdict aims for
 VERDICT_LINES = 8
 

@@ -18,6 +18,7 @@ conditional on having been good early.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ class Term:
     n_level: int
     n_reference: int
     magnitude: bool = False
+    block: bool = False  # in the model, not a finding: no row, not in the Holm family
 
 
 def is_grid(table: pd.DataFrame) -> bool:
@@ -93,8 +95,67 @@ def _slope(factor: str, values: np.ndarray, among: np.ndarray, log: bool, magnit
     return Term(factor, unit, "its mean", centred, n, n, magnitude)
 
 
+def sampler_of(exp: Experiment) -> str | None:
+    """The space's sampler (``tpe`` when the file does not say), None when the space file is not found."""
+    return None if exp.space is None else exp.space.get("sampler", "tpe")
+
+
+def startup_trials(exp: Experiment) -> int | None:
+    """How many trials a TPE search ran before TPE took over: its balanced start-up design or TPE's own
+    random start-up, which is as long (``max(10, design)``, as the driver sets it). None for samplers
+    that do not adapt (random, grid, design) or an unknown one."""
+    if sampler_of(exp) != "tpe":
+        return None
+    return max(10, int(exp.meta.get("startup_design") or 0))
+
+
+PHASE = "sampler phase"
+
+
+def phase_term(exp: Experiment, part: pd.DataFrame) -> Term | None:
+    """TPE proposes configs from the results so far, so whatever it learns to prefer is also what runs
+    late: a factor's effect and the phase are confounded (and any drift over the search, e.g. a machine
+    getting busier, loads on the factors TPE ends up keeping). The term "adaptive (TPE) vs start-up"
+    (1 for trials numbered from the end of the start-up on) takes the phase out of the factors' rows.
+    None when the search has no adaptive phase."""
+    n0 = startup_trials(exp)
+    if n0 is None or "optuna_number" not in part:
+        return None
+    adaptive = part["optuna_number"].to_numpy() >= n0
+    return _indicator(PHASE, "adaptive (TPE)", f"start-up (trials 0-{n0 - 1})", adaptive)
+
+
+def order_terms(part: pd.DataFrame, ops: list[str]) -> list[Term]:
+    """One term per pair of ops (a, b), a before b in the candidate order: +1/2 where both are on and a
+    runs first, -1/2 where both are on and b runs first, 0 otherwise. Its coefficient is the difference
+    "a before b" minus "b before a" among the trials with both on. The both-on interaction itself is not
+    in the model; it is orthogonal to these terms when each pair's two orders are balanced at every
+    design point, as a design with an even number of replicates makes them (``SearchSpace.design_cells``).
+    ``_regression`` adds them to the model one pair at a time."""
+    out = []
+    for a, b in itertools.combinations(ops, 2):
+        pa, pb = part[f"pos_{a}"].to_numpy(), part[f"pos_{b}"].to_numpy()
+        first, second = (pa > 0) & (pb > 0) & (pa < pb), (pa > 0) & (pb > 0) & (pa > pb)
+        out.append(Term(f"order:{a},{b}", f"{a} before {b}", f"{b} before {a}", 0.5 * first - 0.5 * second,
+                        int(first.sum()), int(second.sum())))
+    return out
+
+
+def block_terms(part: pd.DataFrame) -> list[Term]:
+    """A design's replicate (its seed) as a block: one indicator per replicate after the first."""
+    if "param_replicate" not in part:
+        return []
+    levels = part["param_replicate"].astype(str)
+    first, *rest = sorted(set(levels))
+    return [Term("replicate", lvl, first, (levels == lvl).to_numpy(float), int((levels == lvl).sum()),
+                 int((levels != lvl).sum()), block=True) for lvl in rest]
+
+
 def terms(exp: Experiment, part: pd.DataFrame) -> list[Term]:
-    """The sampled factors of the trials in ``part``, as regression columns (only those that vary)."""
+    """The sampled factors of the trials in ``part``, as regression columns (only those that vary): the
+    ops on/off, their magnitudes, mix-back and the other params; for a ``sampler: design`` search also
+    the pairwise order of the ops and its replicate block (the design's own model); for a TPE search the
+    sampler's phase."""
     out: list[Term] = []
     ops = [c.removeprefix("pos_") for c in part.columns if c.startswith("pos_")]
     params = {c.removeprefix("param_") for c in part.columns if c.startswith("param_")}
@@ -110,7 +171,7 @@ def terms(exp: Experiment, part: pd.DataFrame) -> list[Term]:
                           part["mixback_energy_adjust"].astype(bool).to_numpy(), among=mixed))
     if "param_views.mixback_alpha" in part:
         out.append(_slope("mixback_alpha", part["mixback_alpha"].to_numpy(dtype=float), mixed, log=True))
-    skip = {"views.mixback", "views.mixback_alpha", "views.mixback_energy_adjust"}
+    skip = {"views.mixback", "views.mixback_alpha", "views.mixback_energy_adjust", "replicate"}
     for name in sorted(params - skip):
         if name.startswith(("use_", "order_")) or any(name.startswith(f"{op}_") for op in ops):
             continue  # ops are read from pos_<op>; order as positions (importance), not Lehmer digits
@@ -123,6 +184,11 @@ def terms(exp: Experiment, part: pd.DataFrame) -> list[Term]:
         reference = levels.value_counts().index[0]  # the most common level
         out += [_indicator(name, lvl, reference, (levels == lvl).to_numpy()) for lvl in sorted(set(levels))
                 if lvl != reference]
+    if sampler_of(exp) == "design":
+        out += order_terms(part, ops) + block_terms(part)
+    phase = phase_term(exp, part)
+    if phase is not None:
+        out.append(phase)
     return [t for t in out if np.ptp(t.x) > 0 and t.n_level > 0 and t.n_reference > 0]  # only what varies
 
 
@@ -147,41 +213,66 @@ def _estimable(candidates: list[Term], n: int) -> list[Term]:
 
 
 def _regression(exp: Experiment, part: pd.DataFrame, metric: str, scope: str) -> list[dict]:
+    """One OLS over the factor terms (blocks in the model, not in the rows); then, for a design, each
+    pair's order term added to that model on its own (``order_terms``): one order column per pair at a
+    time, so each pair's row is its order effect averaged over the random orders of the other ops (the
+    orders are randomised, so that average is estimated without bias; 28 pair columns at once would leave
+    64 trials almost no power). Holm runs over every row of the scope together."""
     y = part[metric].to_numpy(dtype=float)
     all_terms = terms(exp, part)
-    # the best-supported terms first: a term the others fix is then one with few trials on a side
-    wanted = sorted((t for t in all_terms if not t.magnitude), key=lambda t: -min(t.n_level, t.n_reference))
+    pairs = [t for t in all_terms if t.factor.startswith("order:")]
+    factors = [t for t in all_terms if not t.factor.startswith("order:")]
+    # blocks first, then the best-supported terms: a term the others fix is then one with few trials on a side
+    wanted = [t for t in factors if t.block] + sorted((t for t in factors if not t.magnitude and not t.block),
+                                                      key=lambda t: -min(t.n_level, t.n_reference))
     main = _estimable(wanted, len(y))
     # a magnitude slope joins when its op is on in enough trials and the residual df stay large
-    mags = [t for t in all_terms if t.magnitude and t.n_level >= MAG_MIN_N]
+    mags = [t for t in factors if t.magnitude and t.n_level >= MAG_MIN_N]
     used = _estimable(main + mags, len(y)) if len(y) - 1 - len(main) - len(mags) >= MAG_RESID_DF else main
     rows = []
     if used:
         X = np.column_stack([np.ones(len(y)), *(t.x for t in used)])
+        fits = []  # (term, estimate, se, df)
         beta, se, df = ols(X, y)
-        half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
-        p = 2 * stats.t.sf(np.abs(beta / se), df)
-        p_holm = holm(p[1:])
-        method = (f"OLS over {len(used)} factor terms (n={len(y)}, residual df {df}); {LEVEL:.0%} CI per row; "
-                  f"Holm over the {len(used)} rows of this scope")
+        fits += [(t, beta[i], se[i], df) for i, t in enumerate(used, start=1) if not t.block]
+        pair_df = None
+        for t in pairs:
+            with_pair = np.column_stack([X, t.x])
+            if np.linalg.matrix_rank(with_pair) == with_pair.shape[1] and len(y) - with_pair.shape[1] >= MIN_RESID_DF:
+                b, s, pair_df = ols(with_pair, y)
+                fits.append((t, b[-1], s[-1], pair_df))
+        p = np.array([2 * stats.t.sf(abs(b / s), d) for _, b, s, d in fits])
+        p_holm = holm(p)
+        n_blocks = sum(t.block for t in used)
+        method = (f"OLS over {len(used) - n_blocks} factor terms (n={len(y)}, residual df {df}); {LEVEL:.0%} CI per "
+                  f"row; Holm over the {len(fits)} rows of this scope")
+        if n_blocks:
+            method += f"; replicate a block ({n_blocks} fixed-effect column(s), no row)"
+        if pair_df is not None:
+            method += (f"; the design's model: each order:a,b row is that model plus the pair's own order column "
+                       f"(residual df {pair_df}): a before b minus b before a where both are on, averaged over the "
+                       "random orders of the other ops")
+        if any(t.factor == PHASE for t in used):
+            method += f"; {PHASE}: adaptive (TPE) vs start-up trials, a term of the model"
         aliased = [t.factor for t in wanted if t not in main]
         if aliased:
             method += (f"; ALIASED: {', '.join(aliased)} left out (fixed by the other factors here), "
                        "so these rows may carry its effect")
-        for i, t in enumerate(used, start=1):
+        for (t, b, s, d), ph in zip(fits, p_holm):
+            half = stats.t.ppf(0.5 + LEVEL / 2, d) * s
             small = min(t.n_level, t.n_reference) < MIN_N
-            rows.append({"factor": t.factor, "level": t.level, "reference": t.reference, "estimate": beta[i],
-                         "ci_low": beta[i] - half[i], "ci_high": beta[i] + half[i], "p_holm": p_holm[i - 1],
+            rows.append({"factor": t.factor, "level": t.level, "reference": t.reference, "estimate": b,
+                         "ci_low": b - half, "ci_high": b + half, "p_holm": ph,
                          "n_level": t.n_level, "n_reference": t.n_reference, "scope": scope,
                          "method": method + (f"; {TOO_SMALL} (< {MIN_N} trials on one side)" if small else "")})
     why = (f"not estimated ({TOO_SMALL}): {len(y)} trials; a factor needs residual df >= {MIN_RESID_DF} and must "
            f"not be fixed by the others, a magnitude slope also its op on in >= {MAG_MIN_N} trials and residual "
            f"df >= {MAG_RESID_DF}")
-    estimated = {(t.factor, t.level) for t in used}
+    estimated = {(r["factor"], r["level"]) for r in rows}
     rows += [{"factor": t.factor, "level": t.level, "reference": t.reference, "estimate": np.nan,
               "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan, "n_level": t.n_level,
               "n_reference": t.n_reference, "scope": scope, "method": why}
-             for t in all_terms if (t.factor, t.level) not in estimated]
+             for t in all_terms if (t.factor, t.level) not in estimated and not t.block]
     return rows
 
 

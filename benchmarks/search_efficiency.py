@@ -48,8 +48,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from analysis.load import asha_rungs
+from uclser_tune.evaluation.stats import holm
 from uclser_tune.search.results import META_FILE, open_study, trials_table
 
 SPACE = Path("search_spaces/augs.yaml")
@@ -252,13 +254,72 @@ def run_all(jobs: list[tuple], ips: list[str], parallel: int) -> dict[tuple, Pat
 
 # ----------------------------------------------------------------------------- report
 
-def bootstrap_ratio(a: Sequence[float], b: Sequence[float], reps: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of median(a) / median(b), seeds resampled within each method."""
-    rng = np.random.default_rng(seed)
-    ra = np.median(rng.choice(a, (reps, len(a))), axis=1)
-    rb = np.median(rng.choice(b, (reps, len(b))), axis=1)
-    lo, hi = np.percentile(ra / rb, [2.5, 97.5])
+def paired_bootstrap_ratio(a: Sequence[float], b: Sequence[float], reps: int = 10000,
+                           seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of median(a) / median(b) with the seeds resampled *together*:
+    a[i] and b[i] are the same seed, whose first trials are the same configs in every method (the start-up
+    design, or TPE's random start-up drawn as RandomSampler draws), so a resample keeps the pairs."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    idx = np.random.default_rng(seed).integers(0, len(a), (reps, len(a)))
+    lo, hi = np.percentile(np.median(a[idx], axis=1) / np.median(b[idx], axis=1), [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def censoring_note(a_reached: Sequence[bool], b_reached: Sequence[bool]) -> str:
+    """What a search that never reached the target (its trial-epochs a lower bound) does to a/b."""
+    a_cens, b_cens = not all(a_reached), not all(b_reached)
+    if not a_cens and not b_cens:
+        return "no censored value"
+    if b_cens and not a_cens:
+        return (f"{sum(not r for r in b_reached)} censored denominator(s) (a lower bound) taken at its bound: the "
+                "ratio and its interval are upper bounds")
+    if a_cens and not b_cens:
+        return (f"{sum(not r for r in a_reached)} censored numerator(s) (a lower bound) taken at its bound: the "
+                "ratio and its interval are lower bounds")
+    return "censored values on both sides, taken at their bounds: the ratio is bounded in neither direction"
+
+
+def paired_sign_test(a: Sequence[float], b: Sequence[float], a_reached: Sequence[bool],
+                     b_reached: Sequence[bool]) -> tuple[int, int, float]:
+    """Seeds where a needed fewer trial-epochs than b, seeds where the order is known, and the exact two-sided
+    sign-test p over those. A censored value x (not reached) means "at least x": the order is known when
+    the other value is a reached one below it; otherwise (both censored, a censored one at or below the
+    other, or a tie) the seed is left out."""
+    fewer = known = 0
+    for x, y, rx, ry in zip(a, b, a_reached, b_reached):
+        if rx and ry and x != y:
+            known, fewer = known + 1, fewer + (x < y)
+        elif rx and not ry and x < y:  # y is at least its bound, above x
+            known, fewer = known + 1, fewer + 1
+        elif ry and not rx and y < x:
+            known += 1
+    p = float(stats.binomtest(fewer, known, 0.5).pvalue) if known else float("nan")
+    return fewer, known, p
+
+
+def comparison_lines(eff: pd.DataFrame) -> list[str]:
+    """TPE + ASHA against each full-budget method, paired by seed: ratio of medians with a paired bootstrap
+    interval, the censoring's direction, and an exact sign test; Holm over the two comparisons."""
+    a_part = eff[eff.method == "tpe_asha"].set_index("seed")
+    found = []
+    for base in ("random_full", "tpe_full"):
+        b_part = eff[eff.method == base].set_index("seed")
+        seeds = sorted(set(a_part.index) & set(b_part.index))
+        if not seeds:
+            continue
+        a, b = a_part.loc[seeds, "trial_epochs_to_target"].to_numpy(float), b_part.loc[seeds, "trial_epochs_to_target"]
+        ar, br = a_part.loc[seeds, "reached"].astype(bool).tolist(), b_part.loc[seeds, "reached"].astype(bool).tolist()
+        found.append((base, seeds, a, b.to_numpy(float), ar, br, paired_sign_test(a, b.to_numpy(float), ar, br)))
+    p_holm = holm(np.array([f[6][2] for f in found])) if found else []
+    lines = []
+    for (base, seeds, a, b, ar, br, (fewer, known, _)), ph in zip(found, p_holm):
+        ratio = float(np.median(a) / np.median(b))
+        spread = ("no interval with one seed" if len(seeds) < 2 else
+                  "95 % paired bootstrap interval over seeds {:.2f}-{:.2f}".format(*paired_bootstrap_ratio(a, b)))
+        lines.append(f"\nTPE + ASHA / {base}: median trial-epochs ratio {ratio:.2f} (n = {len(seeds)} seeds, paired; "
+                     f"{spread}; {censoring_note(ar, br)}). Fewer trial-epochs in {fewer} of the {known} seeds whose "
+                     f"order is known (exact sign test, p_Holm {ph:.2g}, Holm over the {len(found)} comparisons).")
+    return lines
 
 
 def efficiency_lines(eff: pd.DataFrame, target: float, target_note: str) -> list[str]:
@@ -268,15 +329,7 @@ def efficiency_lines(eff: pd.DataFrame, target: float, target_note: str) -> list
     for method, g in eff.groupby("method", sort=False):
         lines.append(f"| {method} | {len(g)} | {int(g.reached.sum())}/{len(g)} | {g.trial_epochs_to_target.median():g} "
                      f"| {g.trial_epochs_to_target.min()}-{g.trial_epochs_to_target.max()} | {g.best_score.median():.4f} |")
-    a = eff[eff.method == "tpe_asha"].trial_epochs_to_target.to_numpy(float)
-    for base in ("random_full", "tpe_full"):
-        b = eff[eff.method == base].trial_epochs_to_target.to_numpy(float)
-        if len(a) and len(b):
-            ratio = float(np.median(a) / np.median(b))
-            spread = ("no interval with one seed" if min(len(a), len(b)) < 2 else
-                      "95 % bootstrap interval over seeds {:.2f}-{:.2f}".format(*bootstrap_ratio(a, b)))
-            lines.append(f"\nTPE + ASHA / {base}: median trial-epochs ratio {ratio:.2f} (n = {len(a)} and {len(b)} "
-                         f"seeds; {spread}).")
+    lines += comparison_lines(eff)
     if not eff.reached.all():
         lines.append("\nA search that did not reach the target counts all its trial-epochs (a lower bound).")
     return lines
@@ -387,7 +440,13 @@ def main() -> None:
     ap.add_argument("--ip-base", type=int, default=40, help="Ray addresses 127.0.0.<ip-base + i>")
     ap.add_argument("--runs", type=Path, default=Path("runs/search_efficiency"), help="experiment dirs")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/search_efficiency"))
+    ap.add_argument("--compare", type=Path, nargs="+", metavar="CSV",
+                    help="only print the paired comparisons of committed search_efficiency.csv files")
     args = ap.parse_args()
+    if args.compare:
+        for path in args.compare:
+            print(f"{path}:", *comparison_lines(pd.read_csv(path)), sep="\n")
+        return
     for name in args.set:
         run_set(name, args)
 

@@ -82,3 +82,22 @@ def test_committed_grid_regenerates_with_the_verdict_first(tmp_path):
     assert str(tmp_path) not in text and "/work/" not in text and "space: `search_spaces/paper_ablations.yaml`" in text
     # only Holm results are highlighted
     assert text.count("**") == 2 * int((committed.p_holm < 0.05).sum())
+
+
+def test_an_evaluator_is_shown_as_its_planted_truth_recovery_allows():
+    rows = pd.DataFrame([{"evaluator": e, "rung": "e2", "n_trials": 48, "param": p, "importance": v, "raw": v,
+                          "note": ""} for e in ("fanova", "ped_anova", "good")
+                         for p, v in (("views.mixback", 0.7), ("time_reversal_p", 0.3))])
+    recovered = {"fanova": (15, 20), "ped_anova": (0, 20), "good": (19, 20), "adjusted effects": (6, 20)}
+    lines = report.importance_lines(rows, None, recovered=recovered)
+    text = "\n".join(lines)
+    assert not any(line.startswith("ped_anova,") for line in lines)  # its ranking is not printed ...
+    assert "ped_anova NOT SHOWN" in text and "0 of 20" in text  # ... only why
+    assert "fanova READ WITH CARE" in text and "15 of 20" in text and "below the 80%" in text
+    assert "**" not in text  # bold is for what passes Holm
+    assert any(line.startswith("fanova, trials that reached epoch 2 (n=48): views.mixback 0.70") for line in lines)
+    assert "good: this reading recovered the planted truth in 19 of 20" in text
+    assert report.trust("adjusted effects", recovered)[0] == "marked"
+    assert report.trust("unknown", recovered)[0] == "untested" and report.trust("x", None)[0] == "untested"
+    assert report.trust("fanova", {"fanova": (5, 20)})[0] == "hidden"  # 25 %: at most HIDE
+    assert report.trust("fanova", {"fanova": (16, 20)})[0] == "trusted"  # 80 %: TRUSTED

@@ -1,10 +1,13 @@
 """The pure parts of benchmarks/search_efficiency.py against hand computations and Ray's own ASHA rule."""
 
+import itertools
+
 import numpy as np
 import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
+from benchmarks import search_efficiency
 from benchmarks.search_efficiency import (
     Trial,
     epochs_per_trial,
@@ -76,3 +79,29 @@ def test_epochs_per_trial_by_hand():
     # rungs 1, 3, 9, 10 with rf 3: every trial runs epoch 1, a third epochs 2-3, a ninth 4-9, 1/27 epoch 10
     assert epochs_per_trial([1, 1 / 3, 1 / 9, 1 / 27], [1, 3, 9, 10]) == pytest.approx(1 + 2 / 3 + 6 / 9 + 1 / 27)
     assert epochs_per_trial([1.0, 1.0, 1.0], [1, 2, 4]) == 4  # nobody stopped: the full budget
+
+
+def test_the_ratio_interval_resamples_seeds_in_pairs():
+    b = [100.0, 400.0, 150.0, 900.0, 260.0]
+    a = [2 * x for x in b]  # twice as many in every seed: paired, the ratio cannot vary
+    assert search_efficiency.paired_bootstrap_ratio(a, b) == (2.0, 2.0)
+    a, b = [1.0, 5.0, 2.0], [2.0, 3.0, 8.0]
+    exact = sorted(np.median([a[i] for i in idx]) / np.median([b[i] for i in idx])
+                   for idx in itertools.product(range(3), repeat=3))  # every resample of 3 seeds, by hand
+    lo, hi = search_efficiency.paired_bootstrap_ratio(a, b, reps=40000)
+    assert exact[0] <= lo <= hi <= exact[-1]
+    assert sum(r < lo for r in exact) / 27 <= 0.05 and sum(r > hi for r in exact) / 27 <= 0.05
+
+
+def test_sign_test_and_censoring_by_hand():
+    fewer, known, p = search_efficiency.paired_sign_test([1, 2, 3, 4, 5], [2, 3, 4, 9, 6], [True] * 5,
+                                                         [True, True, True, False, True])
+    assert (fewer, known) == (5, 5) and p == pytest.approx(2 / 2 ** 5)  # two-sided exact binomial
+    # a censored value below the other one's leaves the order unknown; a tie too
+    assert search_efficiency.paired_sign_test([5, 3], [4, 3], [False, True], [True, True])[:2] == (0, 1)
+    assert search_efficiency.paired_sign_test([3, 3], [5, 3], [True, True], [False, True])[:2] == (1, 1)
+    assert search_efficiency.paired_sign_test([3], [5], [False], [True])[:2] == (0, 0)
+    assert search_efficiency.paired_sign_test([6], [5], [True], [False])[:2] == (0, 0)  # b >= 5: maybe above 6
+    assert "upper bounds" in search_efficiency.censoring_note([True, True], [True, False])
+    assert "lower bounds" in search_efficiency.censoring_note([False, True], [True, True])
+    assert "neither" in search_efficiency.censoring_note([False], [False])

@@ -34,7 +34,7 @@ from uclser_tune.config import ConfigError, parse_overrides
 from uclser_tune.data.fsd import DatasetError
 from uclser_tune.search.lock import ExperimentLock, LockError
 from uclser_tune.search.results import META_FILE, ExperimentError, read_meta
-from uclser_tune.search.spaces import SearchSpace, SpaceError, load_space
+from uclser_tune.search.spaces import ENUMERATED, SearchSpace, SpaceError, load_space
 from uclser_tune.search.state import StateError
 from uclser_tune.search.study import check_owner, claim, experiment_id
 from uclser_tune.search.surrogate import Truth, TruthError, load_truth
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - a bad override is a usage error
         print(f"error: {err}", file=sys.stderr)
         return 2
-    num_samples = args.num_samples or (space.grid_size() if space.sampler == "grid" else space.trials["num_samples"])
+    num_samples = args.num_samples or (space.grid_size() if space.sampler in ENUMERATED else space.trials["num_samples"])
     if args.smoke and not args.num_samples:
         num_samples = min(num_samples, 6)
     meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides,
@@ -435,13 +435,13 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
                if space.sampler == "tpe" else optuna.samplers.RandomSampler(seed=args.seed))  # grid: all enqueued
     searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc",
                            mode="max", sampler=sampler, storage_url=meta["storage"], study_name=meta["study_name"],
-                           grid_cells=space.grid_cells()[:num_samples], startup=startup)
+                           grid_cells=space.grid_cells(args.seed)[:num_samples], startup=startup)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.asha["grace_period"],
                                reduction_factor=space.asha["reduction_factor"])
                  if space.asha else FIFOScheduler())
     return tune.TuneConfig(
         search_alg=StudySearchGenerator(ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher),
-        scheduler=scheduler, num_samples=-1 if space.sampler == "grid" else num_samples, metric="knn_acc",
+        scheduler=scheduler, num_samples=-1 if space.sampler in ENUMERATED else num_samples, metric="knn_acc",
         mode="max", trial_dirname_creator=trial_dirname, reuse_actors=REUSE_ACTORS)
 
 

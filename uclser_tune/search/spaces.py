@@ -24,7 +24,8 @@ from uclser_tune.views.ops import validate_op_params
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = {"description", "base", "params", "ops", "variants", "epochs", "asha", "trials", "resources", "sampler",
-            "startup"}
+            "startup", "replicates"}
+ENUMERATED = ("grid", "design")  # samplers whose every trial is enqueued up front (the searcher ends with them)
 ORDERS = ("fixed", "lehmer", "random_keys", "random_per_sample")
 VIEW_KEYS_OF_OPS = {"views.ops", "views.order", "views.op_params"}
 
@@ -89,6 +90,49 @@ def parse_dist(spec: Any, where: str) -> Dist:
     return Dist(kind, low, high, log, when=when)
 
 
+def lehmer_encode(order: list[str], items: list[str]) -> list[int]:
+    """The Lehmer digits of ``order`` (a permutation of ``items``), the inverse of ``lehmer_decode``."""
+    pool, digits = list(items), []
+    for item in order[:-1]:
+        digits.append(pool.index(item))
+        pool.remove(item)
+    return digits
+
+
+def hadamard(runs: int) -> np.ndarray:
+    """Sylvester's Hadamard matrix of order ``runs`` (a power of two): +-1 entries, orthogonal columns."""
+    h = np.ones((1, 1), dtype=int)
+    while len(h) < runs:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def two_level_runs(k: int) -> int:
+    """The run count of the two-level array for ``k`` factors: the smallest power of two (at least 8)
+    with more runs than factors, so every factor gets its own non-constant Hadamard column."""
+    runs = 8
+    while runs <= k:
+        runs *= 2
+    return runs
+
+
+def fractional_factorial(k: int, rng: np.random.Generator) -> np.ndarray:
+    """A balanced two-level design for ``k`` factors, levels +-1, resolution IV: ``k`` distinct
+    non-constant columns of a Hadamard matrix (a Plackett-Burman orthogonal array: every factor at each
+    level in half the runs, every pair of factors in all four combinations equally often), with random
+    signs, then folded over (the array stacked on its negative), so that no main effect is aliased with
+    a two-factor interaction. 2 · ``two_level_runs(k)`` runs, in random order; the full factorial (2^k
+    runs, every combination once) when that is no larger."""
+    runs = two_level_runs(k)
+    if 2 ** k <= 2 * runs:
+        full = np.array(list(itertools.product([-1, 1], repeat=k)), dtype=int)
+        return full[rng.permutation(len(full))]
+    columns = rng.permutation(np.arange(1, runs))[:k]
+    half = hadamard(runs)[:, columns] * rng.choice([-1, 1], size=k)
+    design = np.vstack([half, -half])
+    return design[rng.permutation(len(design))]
+
+
 def lehmer_decode(digits: list[int], items: list[str]) -> list[str]:
     """Permutation of ``items`` from Lehmer digits d_i ∈ [0, n-1-i] (the last digit is implicitly 0)."""
     pool, out = list(items), []
@@ -114,12 +158,15 @@ class SearchSpace:
     sampler: str
     digest: str
     startup: str = "design"
+    replicates: int = 1
 
     # ------------------------------------------------------------------ sampling
     def define_by_run(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Suggest every parameter on ``trial`` and return the run config (``overrides`` win, e.g. the
         CLI's epoch budget); Ray passes the returned constants to the trial."""
         values: dict[str, Any] = {}
+        if self.sampler == "design":  # a replicate of a design point: its own seed, a block in the analysis
+            values["seed"] = self.base.get("seed", 0) + trial.suggest_int("replicate", 0, self.replicates - 1)
         if self.variants:
             name = trial.suggest_categorical("variant", list(self.variants))
             values.update(self.variants[name])
@@ -167,19 +214,14 @@ class SearchSpace:
         the sampler's start-up (random) draws. None when the search is too short to spend a third of it
         on the design, or the space says ``startup: sampler`` (then the sampler's own start-up applies)."""
         factors = self.two_level_factors()
-        if self.sampler == "grid" or self.startup != "design" or not factors:
+        if self.sampler in ENUMERATED or self.startup != "design" or not factors:
             return []
-        runs = 8
-        while runs <= len(factors):
-            runs *= 2
+        runs = two_level_runs(len(factors))
         if 3 * runs > num_samples:
             return []
-        hadamard = np.ones((1, 1), dtype=int)
-        while len(hadamard) < runs:
-            hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
         rng = np.random.default_rng(seed)
         columns = rng.permutation(np.arange(1, runs))[: len(factors)]
-        design = hadamard[rng.permutation(runs)][:, columns] * rng.choice([-1, 1], size=len(factors))
+        design = hadamard(runs)[rng.permutation(runs)][:, columns] * rng.choice([-1, 1], size=len(factors))
         return [{name: choices[int(level > 0)] for name, choices, level in zip(factors, factors.values(), row)}
                 for row in design]
 
@@ -208,6 +250,58 @@ class SearchSpace:
             raise SpaceError(f"{self.path}: params do not match this space: {err}") from None
         return config_from_dict(tree)
 
+    def design_factors(self) -> tuple[dict[str, list], dict[str, list]]:
+        """(two-level factors, categoricals with more than two choices) of a ``sampler: design`` space."""
+        two = self.two_level_factors()
+        many = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) > 2}
+        return two, many
+
+    def design_points(self, seed: int) -> list[dict[str, Any]]:
+        """The design's points: a resolution IV two-level fractional factorial (``fractional_factorial``)
+        over the two-level factors, crossed with every combination of the categoricals with more than
+        two choices (a product of orthogonal arrays is one: every level of every factor equally often,
+        every pair of factors' levels in proportion), in random order."""
+        rng = np.random.default_rng(seed)
+        two, many = self.design_factors()
+        rows: list[dict[str, Any]] = [{}]
+        if two:
+            rows = [{name: choices[int(level > 0)] for (name, choices), level in zip(two.items(), row)}
+                    for row in fractional_factorial(len(two), rng)]
+        crossed = [{**row, **dict(zip(many, combo))} for row in rows for combo in itertools.product(*many.values())]
+        return [crossed[i] for i in rng.permutation(len(crossed))]
+
+    def design_cells(self, seed: int) -> list[dict[str, Any]]:
+        """Every trial of a ``sampler: design`` search, as Optuna params to enqueue: each design point
+        ``replicates`` times (``replicate`` r sets the run's seed to base seed + r), each with a random
+        order of the candidate ops, so that the relative order of every pair of ops that are on varies
+        independently of the design. An odd replicate takes the reverse of the order the replicate before
+        it drew for the same point, so with an even number of replicates every pair of ops runs in each
+        order equally often at every design point (order terms orthogonal to the on/off factors).
+        Magnitudes and other continuous params are left to the sampler (random). Trials in random order."""
+        rng = np.random.default_rng([seed, 1])
+        points = self.design_points(seed)
+        cells = []
+        for r in range(self.replicates):
+            for i, point in enumerate(points):
+                if r % 2 == 0:
+                    order = [self.candidates[j] for j in rng.permutation(len(self.candidates))]
+                else:
+                    order = cells[(r - 1) * len(points) + i]["__order"][::-1]
+                cells.append({**point, "replicate": r, **self._order_params(order), "__order": order})
+        for cell in cells:
+            del cell["__order"]
+        return [cells[i] for i in rng.permutation(len(cells))]
+
+    def _order_params(self, order: list[str]) -> dict[str, Any]:
+        """The Optuna params that make the ops run in ``order`` (none for a fixed or per-sample order)."""
+        if len(self.candidates) < 2:
+            return {}
+        if self.order == "lehmer":
+            return {f"order_d{i}": d for i, d in enumerate(lehmer_encode(order, self.candidates))}
+        if self.order == "random_keys":
+            return {f"order_key_{op}": (rank + 0.5) / len(order) for rank, op in enumerate(order)}
+        return {}
+
     def grid(self) -> dict[str, list] | None:
         """The axes of a ``sampler: grid`` space (variant × categorical params), else None."""
         if self.sampler != "grid":
@@ -216,8 +310,11 @@ class SearchSpace:
         grid.update({k: d.choices for k, d in self.params.items()})
         return grid
 
-    def grid_cells(self) -> list[dict[str, Any]]:
-        """Every cell of the grid once, as Optuna params to enqueue (in the file's order)."""
+    def grid_cells(self, seed: int = 0) -> list[dict[str, Any]]:
+        """Every cell of the grid once, as Optuna params to enqueue (in the file's order); for a
+        ``sampler: design`` space every trial of the design (``design_cells``, shuffled by ``seed``)."""
+        if self.sampler == "design":
+            return self.design_cells(seed)
         axes = self.grid() or {}
         return [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
 
@@ -389,15 +486,29 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     trials = _numbers(raw.get("trials", {}), "trials", {"num_samples": (32, int, 0), "max_concurrent": (None, int, 0)})
     resources = _numbers(raw.get("resources", {}), "resources", {"cpu": (1, float, 0), "gpu": (None, float, 0)})
     sampler = raw.get("sampler", "tpe")
-    if sampler not in ("tpe", "grid", "random"):
-        raise SpaceError(f"sampler: got {sampler!r}; allowed: tpe, grid, random")
+    if sampler not in ("tpe", "grid", "random", "design"):
+        raise SpaceError(f"sampler: got {sampler!r}; allowed: tpe, grid, random, design")
+    replicates = raw.get("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise SpaceError(f"replicates: got {replicates!r}; expected an integer >= 1")
+    if "replicates" in raw and sampler != "design":
+        raise SpaceError("replicates: only a 'sampler: design' space has replicates")
+    if sampler == "design":
+        if variants:
+            raise SpaceError("sampler: design takes on/off and categorical params and ops, not variants "
+                             "(a grid runs variants)")
+        if "seed" in params:
+            raise SpaceError("params.seed: a design sets the seed from its replicate; use replicates: N")
+        if not any(d.kind == "categorical" for d in params.values()) and not any(
+                isinstance(u, Dist) for u in use.values()):
+            raise SpaceError("sampler: design needs at least one on/off op or categorical param to vary")
     if sampler == "grid" and (not variants or any(d.kind != "categorical" for d in params.values()) or candidates):
         raise SpaceError("sampler: grid needs variants, categorical params only and no ops block")
     startup = raw.get("startup", "design")
     if startup not in ("design", "sampler"):
         raise SpaceError(f"startup: got {startup!r}; allowed: design, sampler")
     space = SearchSpace(path, base, params, candidates, use, magnitudes, order, variants, epochs, asha, trials,
-                        resources, sampler, digest, startup)
+                        resources, sampler, digest, startup, replicates)
     _check_configs(space)
     return space
 
