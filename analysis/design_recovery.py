@@ -19,11 +19,7 @@ level (magnitudes, mix-back settings, order pairs of named ops) are listed, not 
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +28,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.load import load_experiment
+from analysis.recovery import recovery_args, run_searches
 from analysis.run import analyse
 from uclser_tune.search import surrogate
 from uclser_tune.search.spaces import load_space
@@ -101,28 +98,10 @@ def score(rows: pd.DataFrame, truth: surrogate.Truth, candidates: list[str]) -> 
             "scope": first["scope"].iloc[0], "method": first["method"].iloc[0]}
 
 
-def run(seeds: list[int], ip: str) -> None:
-    for seed in seeds:
-        name = f"s{seed}"
-        if (RUNS / name / "trials.parquet").exists():
-            continue
-        cmd = [sys.executable, "-m", "uclser_tune.search", "--space", str(SPACE), "--surrogate", str(TRUTH),
-               "--seed", str(seed), "--name", name, "--storage-path", str(RUNS), "--node-ip-address", ip, *SEARCH]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              env={**os.environ, "RAY_memory_monitor_refresh_ms": "0"})
-        print(f"{name}: exit {done.returncode}", flush=True)
-        if done.returncode:
-            print(done.stderr[-2000:], flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["run", "score"])
-    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    p.add_argument("--ip", default="127.0.0.2")
-    args = p.parse_args(argv)
+    args = recovery_args(argv, __doc__, SEEDS)
     if args.what == "run":
-        run(args.seeds, args.ip)
+        run_searches(RUNS, SPACE, [(f"s{seed}", TRUTH, seed) for seed in args.seeds], args.ip, SEARCH)
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     truth, candidates = surrogate.load_truth(TRUTH), load_space(SPACE).candidates

@@ -25,10 +25,6 @@ recovered the planted truth in at least ``TRUSTED`` of the searches, and says ho
 
 from __future__ import annotations
 
-import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +33,7 @@ import pandas as pd
 
 from analysis import importance, stats
 from analysis.load import load_experiment
+from analysis.recovery import recovery_args, run_searches
 from uclser_tune.search import surrogate
 
 SPACE = Path("search_spaces/augs.yaml")
@@ -126,30 +123,11 @@ def rates(path: Path = RATES) -> dict[str, tuple[int, int]] | None:
     return {k: (int(g["ok"].sum()), len(g)) for k, g in table.groupby("reading", sort=False)}
 
 
-def run(seeds: list[int], ip: str) -> None:
-    for seed in seeds:
-        for truth in TRUTHS:
-            name = f"{truth.stem}_s{seed}"
-            if (RUNS / name / "trials.parquet").exists():
-                continue
-            cmd = [sys.executable, "-m", "uclser_tune.search", "--space", str(SPACE), "--surrogate", str(truth),
-                   "--seed", str(seed), "--name", name, "--storage-path", str(RUNS), "--node-ip-address", ip,
-                   *SEARCH]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                  env={**os.environ, "RAY_memory_monitor_refresh_ms": "0"})
-            print(f"{name}: exit {done.returncode}", flush=True)
-            if done.returncode:
-                print(done.stderr[-2000:], flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["run", "score"])
-    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    p.add_argument("--ip", default="127.0.0.2")
-    args = p.parse_args(argv)
+    args = recovery_args(argv, __doc__, SEEDS)
     if args.what == "run":
-        run(args.seeds, args.ip)
+        run_searches(RUNS, SPACE, [(f"{t.stem}_s{seed}", t, seed) for seed in args.seeds for t in TRUTHS],
+                     args.ip, SEARCH)
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = [{"seed": seed, **r} for seed in args.seeds for truth in TRUTHS

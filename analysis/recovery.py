@@ -8,6 +8,10 @@ the surrogate's curve, noise included, so the signal-to-noise ratio is the same.
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +87,27 @@ def check(exp_dir: str | Path, truth_path: str | Path) -> list[Claim]:
 
 def table(claims: list[Claim]) -> str:
     return pd.DataFrame([c.__dict__ for c in claims]).to_markdown(index=False)
+
+
+def run_searches(runs: Path, space: Path, jobs: list[tuple[str, Path, int]], ip: str, search: list[str]) -> None:
+    """Run the ``--surrogate`` searches ``(name, truth, seed)`` into ``runs`` that have no trials.parquet
+    yet, one after another, printing each exit; a failed one prints its stderr and the next goes on."""
+    for name, truth, seed in jobs:
+        if (runs / name / "trials.parquet").exists():
+            continue
+        cmd = [sys.executable, "-m", "uclser_tune.search", "--space", str(space), "--surrogate", str(truth),
+               "--seed", str(seed), "--name", name, "--storage-path", str(runs), "--node-ip-address", ip, *search]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                              env={**os.environ, "RAY_memory_monitor_refresh_ms": "0"})
+        print(f"{name}: exit {done.returncode}", flush=True)
+        if done.returncode:
+            print(done.stderr[-2000:], flush=True)
+
+
+def recovery_args(argv: list[str] | None, doc: str | None, seeds: list[int]) -> argparse.Namespace:
+    """The command line of a recovery protocol: ``run`` its searches or ``score`` them, over ``--seeds``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["run", "score"])
+    p.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    p.add_argument("--ip", default="127.0.0.2", help="the loopback address of the searches' Ray")
+    return p.parse_args(argv)
