@@ -39,6 +39,8 @@ CASES = [
     # search: the command line
     ("search-no-space-file", "search", [*SEARCH, "{in}/absent.yaml"], {}, ["absent.yaml", "cannot read"]),
     ("search-num-samples-0", "search", [*SEARCH, "smoke.yaml", "--num-samples", "0"], {}, ["--num-samples"]),
+    ("search-design-part", "search", [*SEARCH, "augs_design.yaml", "--num-samples", "32"], {},
+     ["--num-samples", "64 trials", "balanced"]),
     ("search-max-epochs-0", "search", [*SEARCH, "smoke.yaml", "--max-epochs", "0"], {}, ["--max-epochs"]),
     ("search-cpus-0", "search", [*SEARCH, "smoke.yaml", "--cpus-per-trial", "0"], {}, ["--cpus-per-trial"]),
     ("search-gpus-negative", "search", [*SEARCH, "smoke.yaml", "--gpus-per-trial", "-1"], {}, ["--gpus-per-trial"]),

@@ -274,6 +274,9 @@ def check_args(args: argparse.Namespace, space: SearchSpace) -> None:
         raise SpaceError(f"--cpus-per-trial: got {args.cpus_per_trial:g}; expected > 0")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise SpaceError(f"--gpus-per-trial: got {args.gpus_per_trial:g}; expected >= 0")
+    if space.sampler == "design" and args.num_samples and not args.smoke and args.num_samples != space.grid_size():
+        raise SpaceError(f"--num-samples: got {args.num_samples}; a 'sampler: design' space runs its whole design, "
+                         f"{space.grid_size()} trials (points x replicates): a part of it would not be balanced")
     epochs = args.max_epochs or space.epochs
     if space.asha and space.asha["grace_period"] > epochs:
         raise SpaceError(f"--max-epochs {epochs} is less than the space's asha.grace_period "
