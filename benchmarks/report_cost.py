@@ -124,7 +124,7 @@ def markdown(result: dict, repeats: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report_cost", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", default="3465f0a", help="the commit to compare with (default: before issue 22)")
+    ap.add_argument("--baseline", default="3465f0a", help="the commit to compare with (default: the driver before snapshots stopped growing with the trials)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--node-ip-address", default="127.0.0.32", help="loopback address of the searches' Ray")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "report_cost")

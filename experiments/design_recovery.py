@@ -1,5 +1,5 @@
 """Does a ``sampler: design`` search, read with the design's own model, recover a planted truth with an
-order effect? (issue 24 item 2)
+order effect?
 
     nice -n 10 python -m experiments.design_recovery run       # the searches, one at a time (~2 min each)
     python -m experiments.design_recovery score                # writes results/design_order/

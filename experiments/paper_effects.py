@@ -1,4 +1,4 @@
-"""The paper's three ablation claims on the embedded synthetic set, in one command (issue 14, item 3).
+"""The paper's three ablation claims on the embedded synthetic set, in one command.
 
     nice python -m experiments.paper_effects                    # the committed protocol, about 30 min here
     nice python -m experiments.paper_effects --seeds 5 6 7 8 9  # the same protocol with other seeds

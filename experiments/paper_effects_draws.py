@@ -1,4 +1,4 @@
-"""The paper's three claims over several draws of the synthetic data (issue 14, item 3): is an effect a
+"""The paper's three claims over several draws of the synthetic data: is an effect a
 property of the generator, or of one draw of its clips?
 
     python -m experiments.paper_effects_draws results/paper_effects \

@@ -3,7 +3,7 @@
     python -m experiments.paper_gaps --seeds 0 1 2 --epochs 40 --jobs 3
     python -m experiments.paper_gaps --aggregate-only        # tables and plot from the finished runs
 
-Issue 14, item 1. Three variants of the paper's default are pre-trained with the CPU settings of
+Three variants of the paper's default are pre-trained with the CPU settings of
 ``results/README.md`` (ResNet-18 width 1/8, projection 128/64, batch 128, τ 0.2, kNN k 20):
 
 - ``default``: random patches, energy-adjusted mix-back α 0.05, RRC > compression > noise;

@@ -1,5 +1,5 @@
-"""Does the analysis recover planted truths, for every truth file and several sampler seeds? Issue 13's
-"Done when" search, repeated, with and without the balanced start-up design.
+"""Does the analysis recover planted truths, for every truth file and several sampler seeds? The planted-truth
+check's search, repeated, with and without the balanced start-up design.
 
     nice -n 5 python -m experiments.planted_recovery            # 4 truths x 5 seeds x 2 starts, ~15 min here
 
@@ -85,7 +85,7 @@ def summary(rows: pd.DataFrame) -> str:
                 f"{int(paired['sampler'].sum())}/{len(paired)} (the same truths and seeds, paired): {only_d} searches "
                 f"recovered only with the design, {only_s} only with the sampler's start-up; exact McNemar p = "
                 f"{p:.3g} (two-sided, one test, no correction)")
-    return ("# Planted-truth recovery\n\nSeeds whose experiment met all four claims of issue 13 "
+    return ("# Planted-truth recovery\n\nSeeds whose experiment met all four claims of the planted-truth check "
             "(`experiments/recovery.py`), per truth file and start-up:\n\n" + per.to_markdown() + test +
             "\n\nClaims not met:\n\n" + (failed.to_markdown(index=False) if len(failed) else "none") + "\n")
 

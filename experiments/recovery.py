@@ -1,4 +1,4 @@
-"""Does the analysis recover a planted truth? The checks of issue 13 on a ``--surrogate`` experiment.
+"""Does the analysis recover a planted truth? Four claims checked on a ``--surrogate`` experiment.
 
 Each claim is read where every trial counts: the adjusted effects and fANOVA importance of the first
 rung, and the experiment's ``best_config.yaml``. Effects of at least ``BIG`` noise sd are the ones the

@@ -1,4 +1,4 @@
-"""Transfer to real audio (issue 14, item 4): is an encoder pre-trained on the synthetic set better on
+"""Transfer to real audio: is an encoder pre-trained on the synthetic set better on
 real drum hits than the same encoder at random initialisation, and than plain log-mel statistics?
 
     python -m experiments.transfer --drums ~/.cache/uclser_tune/drum_hits --weights runs/paper_effects
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="the pre-training seeds to read (default: every default-seed<N> in --weights)")
     ap.add_argument("--embedding", choices=("z", "h"), default="z",
-                    help="z: the projection head's output, as the project's kNN (SPEC §4, the default); h: the "
+                    help="z: the projection head's output, as the project's kNN (the default); h: the "
                          "encoder's output before the head, what linear evaluation and fine-tuning read")
     ap.add_argument("--leave-kit-out", action="store_true",
                     help="kNN neighbours from other kits only, and a bootstrap that draws kits within each class "
