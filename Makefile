@@ -47,7 +47,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check uclser_tune analysis tests benchmarks
+	$(BIN)/ruff check uclser_tune analysis tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV)

@@ -1,9 +1,9 @@
 """Rebuild an experiment dir from a committed ``trials.parquet``, so a findings folder can be analysed
 again without the machine that ran its search.
 
-    python -m analysis.rebuild analysis/findings/augs_v3 runs/augs_v3 --space augs.yaml --epochs 8 \
+    python -m analysis.rebuild results/augs_v3 runs/augs_v3 --space augs.yaml --epochs 8 \
         --asha 2 2 --startup-design 16
-    python -m analysis runs/augs_v3 --out analysis/findings/augs_v3
+    python -m analysis runs/augs_v3 --out results/augs_v3
 
 The Optuna study is rebuilt trial by trial: each row's ``param_*`` values are replayed through the
 space's define-by-run (so every parameter gets the distribution the search gave it), its kNN per

@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from analysis import evaluator_recovery, stats
+from analysis import stats
 from analysis.load import Experiment, rung_reached
 from analysis.plots import metric_label
+from analysis.trust import HIDE, SOURCE, TRUSTED
 from uclser_tune.search import results
 from uclser_tune.search.spaces import SPACES_DIR
 from uclser_tune.search.state import LOST_NOTE
@@ -89,14 +90,14 @@ def header(exp: Experiment) -> list[str]:
 
 
 def trust(reading: str, recovered: dict[str, tuple[int, int]] | None) -> tuple[str, str]:
-    """How a reading may be shown, from its planted-truth recovery rate (``evaluator_recovery.rates``):
+    """How a reading may be shown, from its planted-truth recovery rate (``analysis.trust.RATES``):
     ("trusted" | "marked" | "hidden" | "untested", the phrase that states the rate). Trusted: recovered in
     at least TRUSTED of the searches; marked: in some, but fewer; hidden: in at most HIDE of them."""
     if not recovered or reading not in recovered:
-        return "untested", f"{reading} has no planted-truth recovery rate (not in {RECOVERY_NOTE})"
+        return "untested", f"{reading} has no planted-truth recovery rate (not in {SOURCE})"
     ok, n = recovered[reading]
-    rate = f"recovered the planted truth in {ok} of {n} planted-truth searches ({RECOVERY_NOTE})"
-    if ok / n >= evaluator_recovery.TRUSTED:
+    rate = f"recovered the planted truth in {ok} of {n} planted-truth searches ({SOURCE})"
+    if ok / n >= TRUSTED:
         return "trusted", rate
     return ("hidden" if ok / n <= HIDE else "marked"), rate
 
@@ -107,7 +108,7 @@ def trust_line(reading: str, kind: str, rate: str) -> str:
     if kind == "hidden":
         return f"{reading} NOT SHOWN: this reading {rate}, so it is not to be read"
     if kind == "marked":
-        return (f"{reading} READ WITH CARE: this reading {rate}, below the {evaluator_recovery.TRUSTED:.0%} "
+        return (f"{reading} READ WITH CARE: this reading {rate}, below the {TRUSTED:.0%} "
                 "a reading needs to be shown unmarked")
     return f"{reading}: this reading {rate}" if kind == "trusted" else rate
 
@@ -180,8 +181,6 @@ def adjusted_lines(rows: pd.DataFrame) -> list[str]:
 
 
 ALPHA = 0.05  # family-wise level of the Holm correction
-HIDE = 0.25  # a reading that recovered at most this share of the planted truths is not shown at all
-RECOVERY_NOTE = "analysis/findings/evaluator_recovery: augs.yaml, 4 truths x 5 TPE seeds, read at the first rung"
 POWER = 0.8  # the power the trial estimate of the verdict aims for
 VERDICT_LINES = 8
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from analysis import effects, evaluator_recovery, importance, paper_tables, plots, report, stats
+from analysis import effects, importance, paper_tables, plots, report, stats, trust
 from analysis.load import load_experiment
 from analysis.report import Section
 
@@ -23,8 +23,8 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     progress(f"{exp.path}: {len(exp.table)} trials ({exp.table_source}), rungs {exp.rungs}")
     sections, skipped = [], []
-    recovered = evaluator_recovery.rates()  # planted-truth recovery per reading: what the report may show
-    adjusted_trust, adjusted_rate = report.trust(evaluator_recovery.ADJUSTED, recovered)
+    recovered = trust.RATES  # planted-truth recovery per reading: what the report may show
+    adjusted_trust, adjusted_rate = report.trust(trust.ADJUSTED, recovered)
 
     progress("adjusted effects (regression / variants against the default) ...")
     adjusted = stats.effects_adjusted(exp)
@@ -39,7 +39,7 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
                   "out, so its effect may load on the rows aliased with it")
         sections.append(Section(
             "Adjusted effects (95 % CI, Holm-corrected p)",
-            [f"estimates from {method}", report.trust_line(evaluator_recovery.ADJUSTED, adjusted_trust, adjusted_rate),
+            [f"estimates from {method}", report.trust_line(trust.ADJUSTED, adjusted_trust, adjusted_rate),
              *(report.adjusted_lines(adjusted) if adjusted_trust != "hidden" else [])],
             plots.adjusted_effects(adjusted, out / "effects_adjusted.png"), [out / "effects_adjusted.csv"]))
     else:
@@ -121,9 +121,9 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
                                     [(f"{filled} of {len(frame)} rows have a COMPLETE trial; the paper's column is "
                                      "best val kNN accuracy, set it against the best-over-epochs column")], None,
                                     [out / f"paper_{name}.csv", out / f"paper_{name}.md"], text))
-    verdict = (report.verdict_lines(exp, adjusted, extra=[report.trust_line(evaluator_recovery.ADJUSTED,
+    verdict = (report.verdict_lines(exp, adjusted, extra=[report.trust_line(trust.ADJUSTED,
                                                                            adjusted_trust, adjusted_rate)])
-               if adjusted_trust != "hidden" else [report.trust_line(evaluator_recovery.ADJUSTED, adjusted_trust,
+               if adjusted_trust != "hidden" else [report.trust_line(trust.ADJUSTED, adjusted_trust,
                                                                       adjusted_rate)])
     path = report.write_report(exp, sections, skipped, out, verdict)
     progress(f"wrote {path}")

@@ -137,7 +137,7 @@ def knn_bank(clips: Any, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
 
 def slow_knn_predictions(z: np.ndarray, clip_index: np.ndarray, labels: np.ndarray, k: int,
                          margin: float = 2e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kNN protocol (SPEC §4) written out in float64 NumPy, one patch at a time: per clip the true
+    """The kNN protocol (the reference code's evaluation) written out in float64 NumPy, one patch at a time: per clip the true
     label, the prediction, and whether the prediction can depend on rounding (a patch of the clip
     whose k-th and (k+1)-th most similar patches differ by less than ``margin``)."""
     z = z / np.linalg.norm(z, axis=1, keepdims=True)

@@ -1,7 +1,7 @@
 """The per-epoch report's cost (the trial's checkpoint, ``tune.report`` and the driver's handling of the
 result, which the trial waits for), now against a baseline commit, in one run on the same machine.
 
-    python -m benchmarks.report_cost [--baseline 3465f0a] [--repeats 2] [--out benchmarks/results/report_cost]
+    python -m benchmarks.report_cost [--baseline 3465f0a] [--repeats 2] [--out results/report_cost]
 
 The baseline is checked out into a temporary git worktree and run with this environment's Python (the
 worktree's ``uclser_tune`` comes first on the path); the two alternate, ``--repeats`` times each:
@@ -124,10 +124,10 @@ def markdown(result: dict, repeats: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report_cost", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", default="3465f0a", help="the commit to compare with (default: before issue 22)")
+    ap.add_argument("--baseline", default="3465f0a", help="the commit to compare with (default: the driver before snapshots stopped growing with the trials)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--node-ip-address", default="127.0.0.32", help="loopback address of the searches' Ray")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "report_cost")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "report_cost")
     args = ap.parse_args(argv)
     rows: dict[str, list[dict]] = {"baseline": [], "now": []}
     with tempfile.TemporaryDirectory(prefix="report_cost") as tmp:

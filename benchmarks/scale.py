@@ -1,7 +1,7 @@
 """The search's own cost as the trials accumulate: a planted-truth surrogate search (its scores cost
 nothing, so what is measured is the driver, Ray and the storage) at several sizes.
 
-    python -m benchmarks.scale [--sizes 100 300 1000] [--out benchmarks/results/scale]
+    python -m benchmarks.scale [--sizes 100 300 1000] [--out results/scale]
 
 Each size runs, in a fresh temporary experiment dir,
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000], help="trials per search")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale",
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "scale",
                     help="where scale.json and scale.md go")
     ap.add_argument("--node-ip-address", default="127.0.0.31", help="loopback address of the searches' Ray")
     ap.add_argument("--fresh", action="store_true",

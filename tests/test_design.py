@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from analysis import stats
-from analysis.design_recovery import planted_rows, score
 from analysis.load import Experiment
+from experiments.design_recovery import planted_rows, score
 from uclser_tune.config import config_from_dict
 from uclser_tune.search import results, surrogate
 from uclser_tune.search.spaces import (

@@ -1,4 +1,4 @@
-"""Encoders and head: exact parameter counts (SPEC §3), shapes, widths."""
+"""Encoders and head: exact parameter counts (the reference code's), shapes, widths."""
 
 import pytest
 import torch

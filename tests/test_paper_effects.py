@@ -1,4 +1,4 @@
-"""``benchmarks.paper_effects`` (the paper's three claims in one command) and ``benchmarks.transfer``
+"""``experiments.paper_effects`` (the paper's three claims in one command) and ``experiments.transfer``
 (the drum set): their statistics against hand computations, and a quick run of each on tiny data."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 import torch
 from scipy import stats
 
-from benchmarks.paper_effects import CLAIMS, COLUMNS, claim_rows
-from benchmarks.transfer import SOURCES, K, logmel_mean_std
+from experiments.paper_effects import CLAIMS, COLUMNS, claim_rows
+from experiments.transfer import SOURCES, K, logmel_mean_std
 from tests.conftest import make_clips
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import open_store
@@ -62,7 +62,7 @@ def test_logmel_mean_std_by_hand():
 @pytest.mark.slow
 def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store):
     work, out = tmp_path / "work", tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.paper_effects", "--size", "tiny", "--epochs", "1", "--seeds", "0", "1",
+    cmd = [sys.executable, "-m", "experiments.paper_effects", "--size", "tiny", "--epochs", "1", "--seeds", "0", "1",
            "--work", str(work), "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -77,7 +77,7 @@ def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store)
         assert list(csv.DictReader(f)) == rows
     if "DRUM_HITS_DIR" not in os.environ:
         pytest.skip("DRUM_HITS_DIR not set (.ci/run sets it): the transfer half needs the drum set")
-    tr = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
+    tr = subprocess.run([sys.executable, "-m", "experiments.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
                          "--weights", str(work), "--out", str(tmp_path / "tr")], capture_output=True, text=True,
                         timeout=600, check=False)
     assert tr.returncode == 0, tr.stderr[-3000:]
@@ -96,7 +96,7 @@ def test_quick_run_writes_the_claims_resumes_and_transfers(tmp_path, tiny_store)
         comps = list(csv.DictReader(f))
     assert len(comps) == 4 and all(float(c["boot_ci_low"]) <= float(c["diff"]) <= float(c["boot_ci_high"])
                                    for c in comps)
-    missing = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
+    missing = subprocess.run([sys.executable, "-m", "experiments.transfer", "--drums", os.environ["DRUM_HITS_DIR"],
                               "--weights", str(work), "--seeds", "0", "1", "7", "--out", str(tmp_path / "tr2")],
                              capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "--seeds" in missing.stderr and not (tmp_path / "tr2").exists()
@@ -107,7 +107,7 @@ def check_leave_kit_out(drums, work, tmp_path):
     """--leave-kit-out: the baseline's prediction of a clip is the majority of its K nearest clips of
     other kits, by brute force from sources.csv; without sources.csv it is refused."""
     out = tmp_path / "kit"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", str(drums), "--weights", str(work),
+    run = subprocess.run([sys.executable, "-m", "experiments.transfer", "--drums", str(drums), "--weights", str(work),
                           "--leave-kit-out", "--out", str(out)], capture_output=True, text=True, timeout=600,
                          check=False)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -129,14 +129,14 @@ def check_leave_kit_out(drums, work, tmp_path):
     bare.mkdir()
     for name in ("FSDnoisy18k.meta", "FSDnoisy18k.audio_train", "FSDnoisy18k.audio_test"):
         (bare / name).symlink_to(drums / name)
-    refused = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--drums", str(bare), "--weights", str(work),
+    refused = subprocess.run([sys.executable, "-m", "experiments.transfer", "--drums", str(bare), "--weights", str(work),
                               "--leave-kit-out", "--out", str(tmp_path / "kit2")], capture_output=True, text=True,
                              check=False)
     assert refused.returncode == 2 and "sources.csv" in refused.stderr and not (tmp_path / "kit2").exists()
 
 
 def test_bad_arguments_exit_2_before_any_run(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects", "--seeds", "0", "--work",
+    run = subprocess.run([sys.executable, "-m", "experiments.paper_effects", "--seeds", "0", "--work",
                           str(tmp_path / "w")], capture_output=True, text=True, check=False)
     assert run.returncode == 2 and run.stderr.startswith("error: ") and not (tmp_path / "w").exists()
 
@@ -146,7 +146,7 @@ def test_runs_on_another_data_seed_are_not_mixed_into_a_work_dir(tmp_path):
     work.mkdir()
     (work / "default-seed0.json").write_text(json.dumps({"variant": "default", "seed": 0,
                                                           "config": {"data": {"synth_seed": 0}}}))
-    run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects", "--synth-seed", "1", "--work", str(work),
+    run = subprocess.run([sys.executable, "-m", "experiments.paper_effects", "--synth-seed", "1", "--work", str(work),
                           "--out", str(tmp_path / "out"), "--size", "tiny", "--epochs", "1", "--seeds", "0", "1"],
                          capture_output=True, text=True, timeout=600, check=False)  # tiny: quick if not refused
     assert run.returncode == 2 and run.stderr.startswith("error: --work") and "--synth-seed" in run.stderr
@@ -167,7 +167,7 @@ def test_claims_over_draws_by_hand(tmp_path):
             w.writerows({"claim": c, "diff": v[i], "n": 5} for c, v in per_draw.items())
         dirs.append(str(d))
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects_draws", *dirs, "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "experiments.paper_effects_draws", *dirs, "--out", str(out)],
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     with open(out / "paper_effects_draws.csv") as f:
@@ -182,6 +182,6 @@ def test_claims_over_draws_by_hand(tmp_path):
         assert float(rows[claim]["p_holm"]) == pytest.approx(p, abs=2e-3)
         assert (rows[claim]["holds"] == "True") == (claim == "default_da>no_da")
     assert rows["mixback>no_mixback"]["per_draw"] == "-0.0100 +0.0200 +0.0000"
-    bad = subprocess.run([sys.executable, "-m", "benchmarks.paper_effects_draws", dirs[0], str(tmp_path / "none"),
+    bad = subprocess.run([sys.executable, "-m", "experiments.paper_effects_draws", dirs[0], str(tmp_path / "none"),
                           "--out", str(tmp_path / "out2")], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and not (tmp_path / "out2").exists()

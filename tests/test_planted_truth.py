@@ -1,7 +1,7 @@
-"""The analysis recovers a planted truth: a small version of issue 13's "Done when" search (augs.yaml
+"""The analysis recovers a planted truth: a small version of the planted-truth check's search (augs.yaml
 with ``--surrogate``, 48 trials of which the first 16 are the start-up design, ASHA, 1 CPU per trial,
 Ray on 127.0.0.8) with a TRUTH file of its own, checked
-claim by claim with ``analysis.recovery``, and the CLI's report reading the same rows."""
+claim by claim with ``experiments.recovery``, and the CLI's report reading the same rows."""
 
 import sys
 
@@ -10,8 +10,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from analysis import recovery
 from analysis.run import analyse
+from experiments import recovery
 
 pytestmark = pytest.mark.slow
 

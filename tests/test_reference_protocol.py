@@ -1,4 +1,4 @@
-"""Closer to the reference (issue 14, item 6): downstream tasks start from the best-val-kNN checkpoint
+"""Closer to the reference: downstream tasks start from the best-val-kNN checkpoint
 (last on request) and record which; pre-training keeps the last partial batch; train.lr_scaling."""
 
 import json

@@ -14,7 +14,7 @@ from analysis.rebuild import rebuild
 from analysis.run import analyse
 from tests.test_analysis_paired import grid
 
-FINDINGS = Path(__file__).resolve().parents[1] / "analysis" / "findings"
+FINDINGS = Path(__file__).resolve().parents[1] / "results"
 
 
 def brute_force_trials(estimate: float, se: float, n: int, family: int) -> int:

@@ -1,4 +1,4 @@
-"""The pure parts of benchmarks/search_efficiency.py against hand computations and Ray's own ASHA rule."""
+"""The pure parts of experiments/search_efficiency.py against hand computations and Ray's own ASHA rule."""
 
 import itertools
 
@@ -7,8 +7,8 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from benchmarks import search_efficiency
-from benchmarks.search_efficiency import (
+from experiments import search_efficiency
+from experiments.search_efficiency import (
     Trial,
     epochs_per_trial,
     iid_async_shares,

@@ -174,7 +174,7 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     assert any(1 <= n < 20 for n in killed_at.values()), killed_at
     # Ray copies trial dirs and snapshots into the experiment dir while it goes on, so the last whole
     # experiment state can lack a trial that has a dir, a study trial, and a place in the searcher's and
-    # the generator's state (SPEC §5). Made certain here: the newest running trial is taken out of it.
+    # the generator's state (Ray writes its snapshots apart, so they can be from different moments). Made certain here: the newest running trial is taken out of it.
     state_file = max(exp.glob("experiment_state-*.json"))
     state = json.loads(state_file.read_text())
     running = [i for i, (trial, _) in enumerate(state["trial_data"]) if json.loads(trial)["status"] != "TERMINATED"]

@@ -85,7 +85,7 @@ class TrainConfig:
         "each epoch's metrics and the checkpoint")
     channels_last: Literal["auto", "on", "off"] = _f(
         "auto", "channels_last memory layout; 'auto': on a CPU running bf16 for every encoder (faster there, "
-        "benchmarks/README.md), on CUDA for the conv encoders, else off")
+        "results/benchmarks/README.md), on CUDA for the conv encoders, else off")
     device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int = _f(0, "torch CPU threads; 0 = all cores", **_range(0, 1024))
     max_batches_per_epoch: int = _f(0, "cap on batches per epoch for smoke runs; 0 = a full pass", **_range(0, 10**9))

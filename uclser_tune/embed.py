@@ -1,6 +1,6 @@
 """Embeddings of raw audio from a pre-trained encoder, in the HEAR API convention.
 
-``load_model`` rebuilds the encoder (projection head dropped: downstream tasks use h, SPEC §3) with
+``load_model`` rebuilds the encoder (projection head dropped: downstream tasks use h, as in the paper) with
 the feature normalisation it was trained with. Audio must already be at 22,050 Hz: no resampling is
 done here. The log-mel front end is a batched torch transcription of
 :func:`uclser_tune.data.features.logmel` (which needs librosa), so users need only torch; it runs in

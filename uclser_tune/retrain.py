@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from uclser_tune import atomic
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
 from uclser_tune.data.fsd import DatasetError
 from uclser_tune.evaluation.stats import holm, t_interval
@@ -238,9 +238,7 @@ def _knn(model: Any, store: Any, split: str, cfg: RunConfig) -> float:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=1, default=float))
 
 
 # ------------------------------------------------------------------------------------------- summary

@@ -1,4 +1,4 @@
-"""Log-mel features exactly as the reference extractor computes them (SPEC §1).
+"""Log-mel features exactly as the reference extractor computes them (edufonseca/uclser20).
 
 Resample to 22,050 Hz; subtract the mean and divide by (max|y| + 0.005); tile clips of ≤ 1 s to
 exactly 1 s; STFT of (y + 1.1e-8) with n_fft 2048, a 660-sample periodic Hamming window, hop 220,

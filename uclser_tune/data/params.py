@@ -1,4 +1,4 @@
-"""The log-mel parameters (SPEC §1), kept free of librosa so that the torch extractor in
+"""The log-mel parameters of the reference extractor, kept free of librosa so that the torch extractor in
 ``uclser_tune.embed`` shares them with the librosa one in ``uclser_tune.data.features``."""
 
 SR = 22_050

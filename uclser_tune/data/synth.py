@@ -6,7 +6,7 @@ timbre, envelope, event rate) and clip lengths shaped like FSDnoisy18k's (log-no
 0.3 s up to the size's longest clip, few of 1 s or less), drawn alike for every class (length is no
 label shortcut).
 
-Version 3 (issue 14) makes the two things the paper's ablations rest on explicit:
+Version 3 makes the two things the paper's ablations rest on explicit:
 - within-clip variation: two patches of one clip are different instances of one source, not copies.
   Each clip draws a source (every parameter of its class's generator: pitch, timbre, decay, rate),
   and every one-shot event, and every 0.5-2 s segment of a texture (cross-faded), draws its own
@@ -381,10 +381,8 @@ def generate(out_dir: str | Path, seed: int = 0, size: str = "small", workers: i
 
 
 def _bar(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        enabled = False
+    from tqdm import tqdm
+
     if not enabled:
         class _Quiet:
             def update(self, n): ...

@@ -1,4 +1,4 @@
-"""The kNN protocol of the search objective (SPEC §4), batched on the embeddings' device.
+"""The kNN protocol of the search objective (the reference code's kNN evaluation, edufonseca/uclser20), batched on the embeddings' device.
 
 Each patch votes with its k most cosine-similar patches of *other* clips (leave-one-clip-out), plain
 majority, ties to the smallest class id; a clip takes the majority of its patch votes (same tie

@@ -1,4 +1,4 @@
-"""The reference's CRNN encoder: 948,116 parameters with a 20-class classifier (SPEC §3)."""
+"""The reference's CRNN encoder: 948,116 parameters with a 20-class classifier, as in the reference code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ResNet-18 in torchvision's layout with a 1-channel input (SPEC §3)."""
+"""ResNet-18 in torchvision's layout with a 1-channel input, as the paper uses it."""
 
 from __future__ import annotations
 

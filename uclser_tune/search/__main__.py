@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from uclser_tune import atomic
 from uclser_tune.config import ConfigError, parse_overrides
 from uclser_tune.data.fsd import DatasetError
 from uclser_tune.search.lock import ExperimentLock, LockError
@@ -412,9 +413,7 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
 
 def write_meta(exp_dir: Path, meta: dict) -> None:
     """search.json: what the experiment was started with, and the package versions."""
-    tmp = exp_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps({**meta, "versions": versions()}, indent=1))
-    tmp.replace(exp_dir / META_FILE)  # atomic: a kill never leaves a truncated search.json
+    atomic.write_text(exp_dir / META_FILE, json.dumps({**meta, "versions": versions()}, indent=1))
 
 
 def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: float, max_concurrent: int | None,

@@ -7,11 +7,12 @@ and renamed, so a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from uclser_tune.atomic import replacing
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -22,9 +23,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     if path.suffix != ".pt":
         path.mkdir(parents=True, exist_ok=True)
         path = path / CHECKPOINT_FILE
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -44,7 +44,7 @@ def cuda_report() -> str:
     return f"torch {torch.__version__} ({build}), {driver}"
 
 
-# measured by a reviewer in one run (benchmarks/README.md, "Mixed precision and memory layout on the CPU")
+# measured by a reviewer in one run (results/benchmarks/README.md, "Mixed precision and memory layout on the CPU")
 BF16_EMULATED = ("train.precision: 'bf16' on this CPU, which has no native bf16 (no AVX512-BF16/AMX): oneDNN "
                  "emulates it with fp32 arithmetic, measured 7x slower than fp32 for a ResNet-18 on an AVX2-only "
                  "AMD EPYC; 'auto' runs fp32 here")
@@ -75,7 +75,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     AVX512-BF16/AMX) and fp32 elsewhere. An explicit 'bf16' is honoured on any device, with a warning on
     a CPU without native bf16: its numerics are the same everywhere (a bf16 result can be reproduced on
     any CPU), only its speed is not, so it is not refused. 'fp16' is refused on a CPU: without fp16
-    arithmetic units it is far slower than fp32 (12x on this project's CPU, benchmarks/README.md) and
+    arithmetic units it is far slower than fp32 (12x on this project's CPU, results/benchmarks/README.md) and
     would need loss scaling besides; bf16 is the CPU's mixed precision.
     """
     if precision == "fp32":
@@ -109,7 +109,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def use_channels_last(train: TrainConfig, device: torch.device, encoder: str) -> bool:
     """'auto': on a CPU running bf16, channels_last for every encoder: oneDNN's bf16 convolutions want
     it, and the CRNN's conv stack gains as much as the others (measured 1.1-1.6x over bf16 alone,
-    benchmarks/README.md). On CUDA (cuDNN's fast layout) for the conv encoders only, as before (not
+    results/benchmarks/README.md). On CUDA (cuDNN's fast layout) for the conv encoders only, as before (not
     measured on a GPU yet)."""
     if train.channels_last == "auto":
         if device.type == "cuda":

@@ -1,4 +1,4 @@
-"""mix-back: blend each view with a patch of another clip, in linear power (SPEC §2)."""
+"""mix-back: blend each view with a patch of another clip, in linear power, as in the paper and the reference code."""
 
 from __future__ import annotations
 

@@ -1,0 +1,28 @@
+"""What the experiments share: where results go, the CSV writer, and the commit that produced a result."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"  # the one place for results; results/README.md is their index
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
+    """``rows`` as CSV with a header: ``fields`` in that order, else the first row's keys."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields or list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def git_commit(script: str) -> str:
+    """HEAD, marked when the library or the script differ from it (the runs use the working tree)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], check=False, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "uclser_tune", script)
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
