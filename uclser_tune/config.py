@@ -56,6 +56,14 @@ def _device(value: str) -> str:
     return value
 
 
+def _each_op_once(ops: list[str]) -> list[str]:
+    for i, op in enumerate(ops):
+        if op in ops[:i]:
+            raise KeyedError(f"[{i}]", f"op {op!r} appears twice; each op may appear once")
+    return ops
+
+
+OpList = Annotated[list[OpName], AfterValidator(_each_op_once)]  # registered ops, each at most once
 Milestones = Annotated[list[Float], AfterValidator(_fractions)]
 Device = Annotated[Str, AfterValidator(_device)]
 
@@ -76,18 +84,10 @@ class ViewsConfig(Schema):
     mixback: Bool = _f(True, "mix each view with a patch of another clip, in linear power")
     mixback_alpha: Float = _f(0.05, "λ ~ U(0, α) per clip", ge=0.0, le=1.0)
     mixback_energy_adjust: Bool = _f(True, "scale the background to the foreground's energy first")
-    ops: list[OpName] = _f(["rrc", "compression", "noise"], "augmentation ops applied after mix-back, in this order")
+    ops: OpList = _f(["rrc", "compression", "noise"], "augmentation ops applied after mix-back, in this order")
     order: Literal[VIEW_ORDERS] = _f(  # type: ignore[valid-type]
         "fixed", "'fixed' uses ops in the listed order")
     op_params: dict[OpName, dict[Str, Any]] = _f({}, "per-op parameter overrides, e.g. {noise: {sigma_max: 0.02}}")
-
-    @field_validator("ops")
-    @classmethod
-    def _each_op_once(cls, ops: list[str]) -> list[str]:
-        for i, op in enumerate(ops):
-            if op in ops[:i]:
-                raise KeyedError(f"[{i}]", f"op {op!r} appears twice; each op may appear once")
-        return ops
 
     @field_validator("op_params")
     @classmethod

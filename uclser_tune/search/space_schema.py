@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from uclser_tune.config import OpName
+from uclser_tune.config import OpList
 from uclser_tune.validation import Bool, Int, KeyedError, Number, Schema, Str
 
 ORDERS = ("fixed", "lehmer", "random_keys", "random_per_sample")
@@ -63,18 +63,10 @@ class DistSpec(Schema):
 
 
 class OpsSpec(Schema):
-    candidates: list[OpName] = Field(default_factory=list)
+    candidates: OpList = Field(default_factory=list)
     use: Any = Field("search", description="'search' (a use_<op> switch each), 'all', or op → true/false/search")
     magnitudes: Annotated[dict[Str, Annotated[dict[Str, DistSpec], Section]], Section] = Field(default_factory=dict)
     order: Literal[ORDERS] = "fixed"  # type: ignore[valid-type]
-
-    @field_validator("candidates")
-    @classmethod
-    def _each_once(cls, ops: list[str]) -> list[str]:
-        for i, op in enumerate(ops):
-            if op in ops[:i]:
-                raise KeyedError(f"[{i}]", f"op {op!r} appears twice in the order")
-        return ops
 
     @field_validator("use")
     @classmethod
