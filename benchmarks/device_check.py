@@ -54,10 +54,11 @@ from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import FeatureStore, SplitStore
 from uclser_tune.evaluation.knn import knn_predict, knn_scores
 from uclser_tune.evaluation.patches import embed_patches, eval_patch_index
+from uclser_tune.models import ENCODERS as ENCODER_REGISTRY
 from uclser_tune.training import build_model, load_checkpoint, pretrain, save_checkpoint
 from uclser_tune.views import OPS, ViewPipeline, reference
 
-ENCODERS = ("resnet18", "vgg_like", "crnn")
+ENCODERS = tuple(ENCODER_REGISTRY)  # every registered encoder
 #: configs of ``benchmarks.throughput`` in the throughput table
 MODES = ("fp32", "bf16", "bf16+cl")
 

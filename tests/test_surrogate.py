@@ -87,15 +87,15 @@ def test_score_is_deterministic_and_the_noise_has_the_planted_sd(truth):
     ("base: 0.5\neffects:\n  - {when: {views.mixbak: true}, add: 0.1}\n", "effects[0].when: unknown key 'views.mixbak'"),
     ("base: 0.5\neffects:\n  - {when: {op: reverb}, add: 0.1}\n", "effects[0].when.op: unknown op 'reverb'"),
     ("base: 0.5\neffects:\n  - {when: {before: [rrc, echo]}, add: 0.1}\n", "unknown op 'echo'"),
-    ("base: 0.5\neffects:\n  - {when: {op: rrc}, add: 0.1, sd: 1}\n", "effects[0]: unknown key 'sd'"),
+    ("base: 0.5\neffects:\n  - {when: {op: rrc}, add: 0.1, sd: 1}\n", "effects[0].sd: unknown key 'sd'"),
     ("base: 0.5\neffects:\n  - {peak: {key: train.tau, log10_at: 0, width: 1, top: 2}, add: 0.1}\n",
-     "effects[0].peak: unknown key 'top'"),
+     "effects[0].peak.top: unknown key 'top'"),
     ("base: 0.5\neffects:\n  - {peak: {key: views.sampling, log10_at: 0, width: 1}, add: 0.1}\n",
      "views.sampling is not a numeric run-config key"),
     ("base: 0.5\neffects:\n  - {peak: {key: views.op_params.fuzz.x, log10_at: 0, width: 1}, add: 0.1}\n",
      "unknown op 'fuzz'"),
-    ("base: 0.5\neffects:\n  - {when: {op: rrc}, add: big}\n", "effects[0].add: expected a number"),
-    ("base: 0.5\nnoise_sd: -1\neffects: []\n", "noise_sd: must be >= 0"),
+    ("base: 0.5\neffects:\n  - {when: {op: rrc}, add: big}\n", "effects[0].add: got 'big'; expected a number"),
+    ("base: 0.5\nnoise_sd: -1\neffects: []\n", "noise_sd: got -1; must be >= 0"),
 ])
 def test_schema_errors_name_the_key(tmp_path, text, message):
     path = tmp_path / "t.yaml"

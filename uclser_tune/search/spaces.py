@@ -15,18 +15,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import yaml
 
-from uclser_tune.config import OP_NAMES, ConfigError, RunConfig, config_from_dict
+from uclser_tune.config import FREE_FORM, ConfigError, RunConfig, config_from_dict
+from uclser_tune.dotted import flatten, unflatten
+from uclser_tune.search.design import (  # noqa: F401  (hadamard, fractional_factorial: the design's API here too)
+    ENUMERATED,
+    DesignSampler,
+    fractional_factorial,
+    hadamard,
+    lehmer_decode,
+    lehmer_encode,
+)
+from uclser_tune.search.space_schema import DistSpec, SpaceFile
+from uclser_tune.validation import ValidationError, first_error
 from uclser_tune.views.ops import validate_op_params
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-TOP_KEYS = {"description", "base", "params", "ops", "variants", "epochs", "asha", "trials", "resources", "sampler",
-            "startup", "replicates"}
-ENUMERATED = ("grid", "design")  # samplers whose every trial is enqueued up front (the searcher ends with them)
-ORDERS = ("fixed", "lehmer", "random_keys", "random_per_sample")
+# The shipped spaces: package data of uclser_tune (a link to the repository's search_spaces/ in a checkout,
+# resolved so that SPACES_DIR.parent is the repository there; a folder of the package in a wheel).
+SPACES_DIR = (Path(__file__).resolve().parents[1] / "search_spaces").resolve()
 VIEW_KEYS_OF_OPS = {"views.ops", "views.order", "views.op_params"}
 
 
@@ -56,93 +64,16 @@ class Dist:
         return self.choices if self.kind == "categorical" else [self.low, self.high]
 
 
-def parse_dist(spec: Any, where: str) -> Dist:
-    """``{float: [lo, hi], log: true}``, ``{int: [lo, hi]}`` or ``{categorical: [...]}`` (+ ``when: key``)."""
-    if not isinstance(spec, dict):
-        raise SpaceError(f"{where}: expected a distribution like {{float: [lo, hi]}}, {{int: [lo, hi]}} or "
-                         f"{{categorical: [a, b]}}; got {spec!r}")
-    kinds = [k for k in ("float", "int", "categorical") if k in spec]
-    extra = sorted(set(spec) - {"float", "int", "categorical", "log", "when"})
-    if len(kinds) != 1 or extra:
-        raise SpaceError(f"{where}: a distribution needs exactly one of float, int, categorical (and optionally "
-                         f"log, when); got keys {sorted(spec)}")
-    kind, value, when = kinds[0], spec[kinds[0]], spec.get("when")
-    if when is not None and not isinstance(when, str):
-        raise SpaceError(f"{where}.when: got {when!r}; expected the dotted name of a true/false key")
-    if kind == "categorical":
-        if not isinstance(value, list) or not value:
-            raise SpaceError(f"{where}: categorical needs a non-empty list of choices")
-        if any(isinstance(v, (dict, list)) for v in value) or len({repr(v) for v in value}) != len(value):
-            raise SpaceError(f"{where}: categorical choices must be distinct scalars; got {value}")
-        if "log" in spec:
-            raise SpaceError(f"{where}: log applies to float and int ranges only")
-        return Dist(kind, choices=value, when=when)
-    numeric = (int,) if kind == "int" else (int, float)
-    if (not isinstance(value, list) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, numeric) for v in value)):
-        raise SpaceError(f"{where}: {kind} needs [low, high] with {kind} values; got {value!r}")
-    low, high = value
-    if not low < high:
-        raise SpaceError(f"{where}: bad range [{low}, {high}]: low must be < high")
-    log = spec.get("log", False)
-    if not isinstance(log, bool) or (log and low <= 0):
-        raise SpaceError(f"{where}: log must be true/false and needs low > 0")
-    return Dist(kind, low, high, log, when=when)
-
-
-def lehmer_encode(order: list[str], items: list[str]) -> list[int]:
-    """The Lehmer digits of ``order`` (a permutation of ``items``), the inverse of ``lehmer_decode``."""
-    pool, digits = list(items), []
-    for item in order[:-1]:
-        digits.append(pool.index(item))
-        pool.remove(item)
-    return digits
-
-
-def hadamard(runs: int) -> np.ndarray:
-    """Sylvester's Hadamard matrix of order ``runs`` (a power of two): +-1 entries, orthogonal columns."""
-    h = np.ones((1, 1), dtype=int)
-    while len(h) < runs:
-        h = np.block([[h, h], [h, -h]])
-    return h
-
-
-def two_level_runs(k: int) -> int:
-    """The run count of the two-level array for ``k`` factors: the smallest power of two (at least 8)
-    with more runs than factors, so every factor gets its own non-constant Hadamard column."""
-    runs = 8
-    while runs <= k:
-        runs *= 2
-    return runs
-
-
-def fractional_factorial(k: int, rng: np.random.Generator) -> np.ndarray:
-    """A balanced two-level design for ``k`` factors, levels +-1, resolution IV: ``k`` distinct
-    non-constant columns of a Hadamard matrix (a Plackett-Burman orthogonal array: every factor at each
-    level in half the runs, every pair of factors in all four combinations equally often), with random
-    signs, then folded over (the array stacked on its negative), so that no main effect is aliased with
-    a two-factor interaction. 2 · ``two_level_runs(k)`` runs, in random order; the full factorial (2^k
-    runs, every combination once) when that is no larger."""
-    runs = two_level_runs(k)
-    if 2 ** k <= 2 * runs:
-        full = np.array(list(itertools.product([-1, 1], repeat=k)), dtype=int)
-        return full[rng.permutation(len(full))]
-    columns = rng.permutation(np.arange(1, runs))[:k]
-    half = hadamard(runs)[:, columns] * rng.choice([-1, 1], size=k)
-    design = np.vstack([half, -half])
-    return design[rng.permutation(len(design))]
-
-
-def lehmer_decode(digits: list[int], items: list[str]) -> list[str]:
-    """Permutation of ``items`` from Lehmer digits d_i ∈ [0, n-1-i] (the last digit is implicitly 0)."""
-    pool, out = list(items), []
-    for d in digits:
-        out.append(pool.pop(d))
-    return out + pool
+def to_dist(spec: DistSpec) -> Dist:
+    """The sampling object of a checked distribution."""
+    if spec.categorical is not None:
+        return Dist("categorical", choices=spec.categorical, when=spec.when)
+    low, high = spec.float_ or spec.int_
+    return Dist(spec.kind, low, high, spec.log, when=spec.when)
 
 
 @dataclass
-class SearchSpace:
+class SearchSpace(DesignSampler):
     path: Path
     base: dict[str, Any]
     params: dict[str, Dist]
@@ -195,50 +126,13 @@ class SearchSpace:
                 "views.order": "random_per_sample" if self.order == "random_per_sample" else "fixed",
                 "views.op_params": {op: p for op, p in op_params.items() if p}}
 
-    def two_level_factors(self) -> dict[str, list]:
-        """The Optuna params with exactly two choices: ops' ``use_<op>`` flags and two-way categoricals
-        such as ``views.mixback`` (conditional ones included: they stay balanced where they apply)."""
-        out = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) == 2}
-        out.update({f"use_{op}": d.choices for op, d in self.use.items()
-                    if isinstance(d, Dist) and d.kind == "categorical" and len(d.choices) == 2})
-        return out
-
-    def startup_design(self, num_samples: int, seed: int) -> list[dict[str, Any]]:
-        """The first trials of a sampled search: a two-level orthogonal array over the two-level factors.
-
-        An adaptive sampler soon stops trying the levels it learns to avoid, so the ops it keeps on are
-        on in nearly every trial and each other's proxies, and their effects cannot be read afterwards.
-        The columns of a Sylvester-Hadamard matrix (Plackett-Burman) put every factor on in half of
-        these trials and every pair in all four combinations equally often, so on/off effects are
-        estimable and uncorrelated however the sampler goes on. The other params of these trials are
-        the sampler's start-up (random) draws. None when the search is too short to spend a third of it
-        on the design, or the space says ``startup: sampler`` (then the sampler's own start-up applies)."""
-        factors = self.two_level_factors()
-        if self.sampler in ENUMERATED or self.startup != "design" or not factors:
-            return []
-        runs = two_level_runs(len(factors))
-        if 3 * runs > num_samples:
-            return []
-        rng = np.random.default_rng(seed)
-        columns = rng.permutation(np.arange(1, runs))[: len(factors)]
-        design = hadamard(runs)[rng.permutation(runs)][:, columns] * rng.choice([-1, 1], size=len(factors))
-        return [{name: choices[int(level > 0)] for name, choices, level in zip(factors, factors.values(), row)}
-                for row in design]
-
     def build(self, values: dict[str, Any]) -> RunConfig:
         """The run config of fixed base values plus sampled ones (dotted keys)."""
         cfg = config_from_dict(self.base_tree())
         return cfg.replace({**values, "train.epochs": values.get("train.epochs", self.epochs)})
 
     def base_tree(self) -> dict[str, Any]:
-        tree: dict[str, Any] = {}
-        for key, value in self.base.items():
-            node = tree
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        return tree
+        return unflatten(self.base)
 
     def config_for(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
         """The run config of a trial from its Optuna params (``param_*`` of the trials table, or
@@ -249,58 +143,6 @@ class SearchSpace:
         except ValueError as err:  # FixedTrial: a param this space suggests is missing
             raise SpaceError(f"{self.path}: params do not match this space: {err}") from None
         return config_from_dict(tree)
-
-    def design_factors(self) -> tuple[dict[str, list], dict[str, list]]:
-        """(two-level factors, categoricals with more than two choices) of a ``sampler: design`` space."""
-        two = self.two_level_factors()
-        many = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) > 2}
-        return two, many
-
-    def design_points(self, seed: int) -> list[dict[str, Any]]:
-        """The design's points: a resolution IV two-level fractional factorial (``fractional_factorial``)
-        over the two-level factors, crossed with every combination of the categoricals with more than
-        two choices (a product of orthogonal arrays is one: every level of every factor equally often,
-        every pair of factors' levels in proportion), in random order."""
-        rng = np.random.default_rng(seed)
-        two, many = self.design_factors()
-        rows: list[dict[str, Any]] = [{}]
-        if two:
-            rows = [{name: choices[int(level > 0)] for (name, choices), level in zip(two.items(), row)}
-                    for row in fractional_factorial(len(two), rng)]
-        crossed = [{**row, **dict(zip(many, combo))} for row in rows for combo in itertools.product(*many.values())]
-        return [crossed[i] for i in rng.permutation(len(crossed))]
-
-    def design_cells(self, seed: int) -> list[dict[str, Any]]:
-        """Every trial of a ``sampler: design`` search, as Optuna params to enqueue: each design point
-        ``replicates`` times (``replicate`` r sets the run's seed to base seed + r), each with a random
-        order of the candidate ops, so that the relative order of every pair of ops that are on varies
-        independently of the design. An odd replicate takes the reverse of the order the replicate before
-        it drew for the same point, so with an even number of replicates every pair of ops runs in each
-        order equally often at every design point (order terms orthogonal to the on/off factors).
-        Magnitudes and other continuous params are left to the sampler (random). Trials in random order."""
-        rng = np.random.default_rng([seed, 1])
-        points = self.design_points(seed)
-        cells = []
-        for r in range(self.replicates):
-            for i, point in enumerate(points):
-                if r % 2 == 0:
-                    order = [self.candidates[j] for j in rng.permutation(len(self.candidates))]
-                else:
-                    order = cells[(r - 1) * len(points) + i]["__order"][::-1]
-                cells.append({**point, "replicate": r, **self._order_params(order), "__order": order})
-        for cell in cells:
-            del cell["__order"]
-        return [cells[i] for i in rng.permutation(len(cells))]
-
-    def _order_params(self, order: list[str]) -> dict[str, Any]:
-        """The Optuna params that make the ops run in ``order`` (none for a fixed or per-sample order)."""
-        if len(self.candidates) < 2:
-            return {}
-        if self.order == "lehmer":
-            return {f"order_d{i}": d for i, d in enumerate(lehmer_encode(order, self.candidates))}
-        if self.order == "random_keys":
-            return {f"order_key_{op}": (rank + 0.5) / len(order) for rank, op in enumerate(order)}
-        return {}
 
     def grid(self) -> dict[str, list] | None:
         """The axes of a ``sampler: grid`` space (variant × categorical params), else None."""
@@ -320,16 +162,6 @@ class SearchSpace:
 
     def grid_size(self) -> int:
         return len(self.grid_cells())
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings → dotted keys; ``views.op_params`` stays one value (its keys are op names)."""
-    if not isinstance(tree, dict) or prefix.endswith("op_params"):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def resolve_path(name: str | Path) -> Path:
@@ -359,33 +191,6 @@ def load_space(name: str | Path) -> SearchSpace:
         raise SpaceError(f"{path}: {err}") from None
 
 
-def _numbers(section: Any, name: str, allowed: dict[str, tuple[Any, type, float]]) -> dict[str, Any]:
-    """A mapping of positive numbers: ``allowed`` maps key → (default or None, int/float, exclusive lower
-    bound), e.g. ASHA's reduction factor must exceed 1 and a trial count must be a whole number."""
-    if not isinstance(section, dict):
-        raise SpaceError(f"{name}: expected a mapping with keys {', '.join(allowed)}")
-    unknown = sorted(set(section) - set(allowed))
-    if unknown:
-        raise SpaceError(f"{name}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
-    out = {k: default for k, (default, _, _) in allowed.items() if default is not None}
-    for k, v in section.items():
-        _, kind, above = allowed[k]
-        numeric = (int,) if kind is int else (int, float)
-        if isinstance(v, bool) or not isinstance(v, numeric) or not v > above:
-            what = "an integer" if kind is int else "a number"
-            raise SpaceError(f"{name}.{k}: got {v!r}; expected {what} > {above:g}")
-        out[k] = v
-    return out
-
-
-def _mapping(section: dict[str, Any], key: str, what: str, prefix: str = "") -> dict[str, Any]:
-    """``section[key]`` as a mapping (empty when absent); a list or a scalar there is an error naming the key."""
-    value = section.get(key) or {}
-    if not isinstance(value, dict):
-        raise SpaceError(f"{prefix}{key}: expected a mapping {what}; got {type(value).__name__} {value!r}")
-    return value
-
-
 def _when_order(params: dict[str, Dist]) -> dict[str, Dist]:
     """Params in an order where every ``when:`` key is sampled before the params it gates (the file's
     order otherwise), so a condition never depends on where a param is listed; cycles are rejected."""
@@ -403,11 +208,12 @@ def _when_order(params: dict[str, Dist]) -> dict[str, Dist]:
 def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpaceError("expected a mapping at the top level")
-    unknown = sorted(set(raw) - TOP_KEYS)
-    if unknown:
-        raise SpaceError(f"unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(sorted(TOP_KEYS))}")
-    base = _flatten(_mapping(raw, "base", "dotted or nested config keys → values"))
-    params = {k: parse_dist(v, f"params.{k}") for k, v in _mapping(raw, "params", "key → distribution").items()}
+    try:
+        spec = SpaceFile.model_validate(raw)
+    except ValidationError as err:
+        raise SpaceError(first_error(err, SpaceFile)) from None
+    base = flatten(spec.base, FREE_FORM)
+    params = {k: to_dist(d) for k, d in spec.params.items()}
     for key in params:
         if key in base:
             raise SpaceError(f"params.{key}: also fixed in base; set it in one place")
@@ -420,95 +226,47 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
             raise SpaceError(f"params.{key}.when: {dist.when!r} is neither searched nor in base")
     params = _when_order(params)
 
-    ops = raw.get("ops") or {}
-    if not isinstance(ops, dict):
-        raise SpaceError("ops: expected a mapping with candidates, use, magnitudes, order")
-    bad = sorted(set(ops) - {"candidates", "use", "magnitudes", "order"})
-    if bad:
-        raise SpaceError(f"ops.{bad[0]}: unknown key; allowed: candidates, use, magnitudes, order")
-    candidates = ops.get("candidates", [])
-    if not isinstance(candidates, list):
-        raise SpaceError("ops.candidates: expected a list of op names")
-    for i, op in enumerate(candidates):
-        if op not in OP_NAMES:
-            raise SpaceError(f"ops.candidates[{i}]: unknown op {op!r}; allowed: {', '.join(OP_NAMES)}")
-        if op in candidates[:i]:
-            raise SpaceError(f"ops.candidates[{i}]: op {op!r} appears twice in the order")
+    ops, candidates = spec.ops, spec.ops.candidates
     if candidates and (VIEW_KEYS_OF_OPS & set(base)):
         raise SpaceError(f"base.{min(VIEW_KEYS_OF_OPS & set(base))}: set by the ops block; remove it from base")
-    use_raw = ops.get("use", "search")
-    if isinstance(use_raw, dict) and set(use_raw) - set(candidates):
-        raise SpaceError(f"ops.use.{min(set(use_raw) - set(candidates))}: not among ops.candidates")
+    if isinstance(ops.use, dict) and set(ops.use) - set(candidates):
+        raise SpaceError(f"ops.use.{min(set(ops.use) - set(candidates))}: not among ops.candidates")
     use: dict[str, Dist | bool] = {}
     for op in candidates:
-        value = use_raw.get(op, "search") if isinstance(use_raw, dict) else use_raw
-        if value == "search":
-            use[op] = Dist("categorical", choices=[True, False])
-        elif value == "all" or isinstance(value, bool):
-            use[op] = value is not False
-        else:
-            raise SpaceError(f"ops.use: expected 'search', 'all' or a mapping op → true/false/search; got {use_raw!r}")
+        value = ops.use.get(op, "search") if isinstance(ops.use, dict) else ops.use
+        use[op] = Dist("categorical", choices=[True, False]) if value == "search" else value is not False
     magnitudes: dict[str, dict[str, Dist]] = {}
-    for op, spec in _mapping(ops, "magnitudes", "op → {parameter: distribution}", "ops.").items():
+    for op, dists in ops.magnitudes.items():
         if op not in candidates:
             raise SpaceError(f"ops.magnitudes.{op}: not among ops.candidates ({', '.join(candidates)})")
-        if not isinstance(spec, dict):
-            raise SpaceError(f"ops.magnitudes.{op}: expected a mapping parameter → distribution")
-        magnitudes[op] = {p: parse_dist(d, f"ops.magnitudes.{op}.{p}") for p, d in spec.items()}
+        magnitudes[op] = {p: to_dist(d) for p, d in dists.items()}
         for p, d in magnitudes[op].items():
             for value in d.examples():
                 try:
                     validate_op_params(op, {p: value})
                 except ValueError as err:
                     raise SpaceError(f"ops.magnitudes.{op}.{p}: {err}") from None
-    order = ops.get("order", "fixed")
-    if order not in ORDERS:
-        raise SpaceError(f"ops.order: got {order!r}; allowed: {', '.join(ORDERS)}")
 
-    variants = raw.get("variants") or {}
-    if not isinstance(variants, dict) or any(not isinstance(v, dict) for v in variants.values()):
-        raise SpaceError("variants: expected a mapping name → {dotted key: value}")
-    variants = {str(k): _flatten(v) for k, v in variants.items()}
+    variants = {str(k): flatten(v, FREE_FORM) for k, v in spec.variants.items()}
     for name, values in variants.items():
         clash = sorted(set(values) & (set(params) | ({"views.ops"} if candidates else set())))
         if clash:
             raise SpaceError(f"variants.{name}.{clash[0]}: also searched in params/ops; set it in one place")
-
-    epochs = raw.get("epochs", 100)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise SpaceError(f"epochs: got {epochs!r}; expected a positive integer")
-    asha = raw.get("asha", {})
-    if asha is not None:
-        asha = _numbers(asha, "asha", {"grace_period": (1, int, 0), "reduction_factor": (3, float, 1)})
-        if asha["grace_period"] > epochs:
-            raise SpaceError(f"asha.grace_period: {asha['grace_period']} is more than epochs ({epochs}); "
-                             f"ASHA needs grace_period <= the epoch budget")
-    trials = _numbers(raw.get("trials", {}), "trials", {"num_samples": (32, int, 0), "max_concurrent": (None, int, 0)})
-    resources = _numbers(raw.get("resources", {}), "resources", {"cpu": (1, float, 0), "gpu": (None, float, 0)})
-    sampler = raw.get("sampler", "tpe")
-    if sampler not in ("tpe", "grid", "random", "design"):
-        raise SpaceError(f"sampler: got {sampler!r}; allowed: tpe, grid, random, design")
-    replicates = raw.get("replicates", 1)
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
-        raise SpaceError(f"replicates: got {replicates!r}; expected an integer >= 1")
-    if "replicates" in raw and sampler != "design":
+    asha = spec.asha.model_dump() if spec.asha is not None else None
+    if asha is not None and asha["grace_period"] > spec.epochs:
+        raise SpaceError(f"asha.grace_period: {asha['grace_period']} is more than epochs ({spec.epochs}); "
+                         f"ASHA needs grace_period <= the epoch budget")
+    if "replicates" in raw and spec.sampler != "design":
         raise SpaceError("replicates: only a 'sampler: design' space has replicates")
-    if sampler == "design":
-        if variants:
-            raise SpaceError("sampler: design takes on/off and categorical params and ops, not variants "
-                             "(a grid runs variants)")
-        if "seed" in params:
-            raise SpaceError("params.seed: a design sets the seed from its replicate; use replicates: N")
-        if not any(d.kind == "categorical" for d in params.values()) and not any(
-                isinstance(u, Dist) for u in use.values()):
-            raise SpaceError("sampler: design needs at least one on/off op or categorical param to vary")
-    if sampler == "grid" and (not variants or any(d.kind != "categorical" for d in params.values()) or candidates):
+    if spec.sampler == "grid" and (not variants or any(d.kind != "categorical" for d in params.values())
+                                   or candidates):
         raise SpaceError("sampler: grid needs variants, categorical params only and no ops block")
-    startup = raw.get("startup", "design")
-    if startup not in ("design", "sampler"):
-        raise SpaceError(f"startup: got {startup!r}; allowed: design, sampler")
-    space = SearchSpace(path, base, params, candidates, use, magnitudes, order, variants, epochs, asha, trials,
-                        resources, sampler, digest, startup, replicates)
+    space = SearchSpace(path, base, params, candidates, use, magnitudes, ops.order, variants, spec.epochs, asha,
+                        spec.trials.model_dump(exclude_none=True), spec.resources.model_dump(exclude_none=True),
+                        spec.sampler, digest, spec.startup, spec.replicates)
+    problem = space.design_problem()
+    if problem:
+        raise SpaceError(problem)
     _check_configs(space)
     return space
 

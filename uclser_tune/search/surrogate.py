@@ -3,7 +3,7 @@
 ``python -m uclser_tune.search --space S.yaml --surrogate TRUTH.yaml`` runs the same driver, Optuna
 study, ASHA, results table and resume as a real search, but every epoch reports the score the TRUTH
 file plants for the trial's config. The analysis can then be checked against effects whose sizes are
-known (issue 13). Schema (documented in ``search_spaces/README.md``)::
+known. Schema (documented in ``search_spaces/README.md``)::
 
     base: 0.5          # final score before effects
     noise_sd: 0.01     # N(0, noise_sd) added to the final score, seeded by the trial's seed and config
@@ -32,14 +32,16 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import Field, field_validator, model_validator
 
-from uclser_tune.config import OP_NAMES, RunConfig, config_from_dict
+from uclser_tune.config import FREE_FORM, OP_NAMES, RunConfig, config_from_dict
+from uclser_tune.dotted import MISSING, flatten, get_key
 from uclser_tune.search.spaces import Dist, SearchSpace
+from uclser_tune.validation import Float, KeyedError, Schema, Str, ValidationError, first_error
 
 CURVE_RATE = 3.0  # curve(x) = (1 - exp(-rate·x)) / (1 - exp(-rate)): 95 % of the final score at x = 1
 PEAK_GRID = 51  # points between the centres of peaks sharing a key where best_achievable looks
 OP_PARAMS = "views.op_params."
-_MISSING = object()
 
 
 class TruthError(ValueError):
@@ -62,78 +64,77 @@ class Truth:
     digest: str  # sha256 of the file: a resumed search must use the same truth
 
 
+@functools.cache
 def _config_keys() -> dict[str, Any]:
     """Every dotted leaf key of the run config → its default value."""
-    def walk(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            key = f"{prefix}{k}"
-            out.update(walk(v, f"{key}.") if isinstance(v, dict) and key != "views.op_params" else {key: v})
-        return out
-    return walk(RunConfig().to_dict(), "")
+    return flatten(RunConfig().to_dict(), FREE_FORM)
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TruthError(f"{where}: expected a number; got {value!r}")
-    return float(value)
+def _unknown_op(values: list[Any]) -> str | None:
+    """The message for the first of ``values`` that is no registered op, else None."""
+    bad = [v for v in values if v not in OP_NAMES]
+    return f"unknown op {bad[0]!r}; ops: {', '.join(OP_NAMES)}" if bad else None
 
 
-def _op(value: Any, where: str) -> str:
-    if value not in OP_NAMES:
-        raise TruthError(f"{where}: unknown op {value!r}; ops: {', '.join(OP_NAMES)}")
-    return value
-
-
-def _key(key: Any, where: str, known: dict[str, Any]) -> str:
+def _key(key: Any) -> str:
     """A run-config key: a leaf of the config, or views.op_params.<op>.<param>."""
     if isinstance(key, str) and key.startswith(OP_PARAMS):
         parts = key.removeprefix(OP_PARAMS).split(".")
         if len(parts) != 2:
-            raise TruthError(f"{where}: {key}: expected views.op_params.<op>.<param>")
-        _op(parts[0], f"{where}: {key}")
+            raise ValueError(f"{key}: expected views.op_params.<op>.<param>")
+        if problem := _unknown_op(parts[:1]):
+            raise ValueError(f"{key}: {problem}")
         return key
-    if key not in known:
-        raise TruthError(f"{where}: unknown key {key!r} (not a run-config key, 'op' or 'before')")
+    if key not in _config_keys():
+        raise ValueError(f"unknown key {key!r} (not a run-config key, 'op' or 'before')")
     return key
 
 
-def _parse_effect(raw: Any, where: str, known: dict[str, Any]) -> Effect:
-    if not isinstance(raw, dict) or "add" not in raw or len({"when", "peak"} & set(raw)) != 1:
-        raise TruthError(f"{where}: expected {{when: {{...}}, add: x}} or {{peak: {{...}}, add: x}}; got {raw!r}")
-    extra = sorted(set(raw) - {"when", "peak", "add"})
-    if extra:
-        raise TruthError(f"{where}: unknown key {extra[0]!r}; allowed: when, peak, add")
-    add = _number(raw["add"], f"{where}.add")
-    if "peak" in raw:
-        peak = raw["peak"]
-        if not isinstance(peak, dict) or set(peak) != {"key", "log10_at", "width"}:
-            unknown = sorted(set(peak) - {"key", "log10_at", "width"}) if isinstance(peak, dict) else []
-            raise TruthError(f"{where}.peak: " + (f"unknown key {unknown[0]!r}; " if unknown else "")
-                             + f"expected exactly key, log10_at, width; got {peak!r}")
-        key = _key(peak["key"], f"{where}.peak.key", known)
-        default = known.get(key, 1.0)
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            raise TruthError(f"{where}.peak.key: {key} is not a numeric run-config key")
-        width = _number(peak["width"], f"{where}.peak.width")
-        if width <= 0:
-            raise TruthError(f"{where}.peak.width: must be > 0; got {width:g}")
-        return Effect(add, peak={"key": key, "log10_at": _number(peak["log10_at"], f"{where}.peak.log10_at"),
-                                 "width": width})
-    when = raw["when"]
-    if not isinstance(when, dict) or not when:
-        raise TruthError(f"{where}.when: expected a non-empty mapping; got {when!r}")
-    for key, value in when.items():
-        if key == "op":
-            _op(value, f"{where}.when.op")
-        elif key == "before":
-            if not isinstance(value, list) or len(value) != 2 or value[0] == value[1]:
-                raise TruthError(f"{where}.when.before: expected two different ops [first, second]; got {value!r}")
-            for op in value:
-                _op(op, f"{where}.when.before")
-        else:
-            _key(key, f"{where}.when", known)
-    return Effect(add, when=dict(when))
+class Peak(Schema):
+    key: Str
+    log10_at: Float
+    width: Float = Field(gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _numeric_key(cls, key: str) -> str:
+        _key(key)
+        if type(_config_keys().get(key, 1.0)) not in (int, float):  # bool is no number here
+            raise ValueError(f"{key} is not a numeric run-config key")
+        return key
+
+
+class EffectSpec(Schema):
+    add: Float
+    when: dict[Str, Any] | None = None
+    peak: Peak | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _conditions(cls, when: dict[str, Any]) -> dict[str, Any]:
+        if not when:
+            raise ValueError("expected a non-empty mapping")
+        for key, value in when.items():
+            if key == "before" and (not isinstance(value, list) or len(value) != 2 or value[0] == value[1]):
+                raise KeyedError("before", f"expected two different ops [first, second]; got {value!r}")
+            if key in ("op", "before"):
+                if problem := _unknown_op(value if key == "before" else [value]):
+                    raise KeyedError(key, problem)
+            else:
+                _key(key)
+        return when
+
+    @model_validator(mode="after")
+    def _when_or_peak(self) -> EffectSpec:
+        if (self.when is None) == (self.peak is None):
+            raise ValueError("expected {when: {...}, add: x} or {peak: {...}, add: x}")
+        return self
+
+
+class TruthFile(Schema):
+    base: Float
+    noise_sd: Float = Field(0.0, ge=0)
+    effects: list[EffectSpec]
 
 
 def load_truth(path: str | Path) -> Truth:
@@ -146,31 +147,12 @@ def load_truth(path: str | Path) -> Truth:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise TruthError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise TruthError(f"{path}: expected a mapping with base, noise_sd, effects")
-    unknown = sorted(set(raw) - {"base", "noise_sd", "effects"})
-    if unknown:
-        raise TruthError(f"{path}: unknown key {unknown[0]!r}; allowed: base, noise_sd, effects")
-    if "base" not in raw or "effects" not in raw:
-        raise TruthError(f"{path}: needs base and effects (noise_sd defaults to 0)")
-    noise_sd = _number(raw.get("noise_sd", 0.0), f"{path}: noise_sd")
-    if noise_sd < 0:
-        raise TruthError(f"{path}: noise_sd: must be >= 0; got {noise_sd:g}")
-    if not isinstance(raw["effects"], list):
-        raise TruthError(f"{path}: effects: expected a list")
-    known = _config_keys()
-    effects = tuple(_parse_effect(e, f"{path}: effects[{i}]", known) for i, e in enumerate(raw["effects"]))
-    return Truth(path, _number(raw["base"], f"{path}: base"), noise_sd, effects,
-                 hashlib.sha256(text.encode()).hexdigest())
-
-
-def _lookup(tree: dict[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
+    try:
+        spec = TruthFile.model_validate(raw)
+    except ValidationError as err:
+        raise TruthError(f"{path}: {first_error(err, TruthFile, 'the file')}") from None
+    effects = tuple(Effect(e.add, when=e.when, peak=e.peak.model_dump() if e.peak else None) for e in spec.effects)
+    return Truth(path, spec.base, spec.noise_sd, effects, hashlib.sha256(text.encode()).hexdigest())
 
 
 def _holds(when: dict[str, Any], tree: dict[str, Any]) -> bool:
@@ -181,8 +163,8 @@ def _holds(when: dict[str, Any], tree: dict[str, Any]) -> bool:
         elif key == "before":
             held = value[0] in ops and value[1] in ops and ops.index(value[0]) < ops.index(value[1])
         else:
-            actual = _lookup(tree, key)
-            held = actual is not _MISSING and actual == value
+            actual = get_key(tree, key)
+            held = actual is not MISSING and actual == value
         if not held:
             return False
     return True
@@ -196,8 +178,8 @@ def contributions(truth: Truth, config: RunConfig) -> list[float]:
         if e.when is not None:
             out.append(e.add if _holds(e.when, tree) else 0.0)
             continue
-        v = _lookup(tree, e.peak["key"])
-        ok = v is not _MISSING and isinstance(v, (int, float)) and v > 0
+        v = get_key(tree, e.peak["key"])
+        ok = v is not MISSING and isinstance(v, (int, float)) and v > 0
         out.append(e.add * math.exp(-((math.log10(v) - e.peak["log10_at"]) / e.peak["width"]) ** 2) if ok else 0.0)
     return out
 
@@ -267,18 +249,8 @@ def _order_choices(space: SearchSpace, truth: Truth) -> list[dict[str, Any]]:
                                for op in e.when["before"] if op in space.candidates))
     if len(named) < 2 or space.order not in ("lehmer", "random_keys"):
         return [{}]
-    out = []
-    for perm in itertools.permutations(named):
-        order = list(perm) + [op for op in space.candidates if op not in named]
-        if space.order == "random_keys":
-            out.append({f"order_key_{op}": i / len(order) for i, op in enumerate(order)})
-            continue
-        pool, digits = list(space.candidates), {}
-        for i, op in enumerate(order[:-1]):
-            digits[f"order_d{i}"] = pool.index(op)
-            pool.remove(op)
-        out.append(digits)
-    return out
+    return [space.order_params(list(perm) + [op for op in space.candidates if op not in named])
+            for perm in itertools.permutations(named)]
 
 
 def best_achievable(truth: Truth, space: SearchSpace, overrides: dict[str, Any] | None = None

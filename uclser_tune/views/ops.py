@@ -5,7 +5,7 @@ parameter (and the per-sample apply mask, probability ``p``) from an explicit ge
 is the deterministic transform given those parameters. Keeping the two apart lets the view pipeline
 draw everything before rendering, and lets the tests feed the very same parameters to the
 per-sample NumPy reference. The registry keys are the names used in configs, search spaces and
-plots; the defaults are the reference's ranges (SPEC §2).
+plots; the defaults are the reference's ranges (Fonseca et al. 2021, and ``edufonseca/uclser20``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import math
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, ValidationError, create_model, model_validator
 from torch import nn
 
+from uclser_tune.validation import Float, Int, KeyedError, Schema, first_error
 from uclser_tune.views.sampling import randint_below
 
 Params = dict[str, torch.Tensor]  # every value has the batch as its first dimension
@@ -43,6 +45,7 @@ class Op(nn.Module):
     """Base: parameter validation, the apply mask, and ``forward = where(mask, apply(x), x)``."""
 
     name: ClassVar[str]
+    _model: ClassVar[type[Schema]]
     spec: ClassVar[Spec]  # the op's own parameters; every op also has p, the apply probability (default 1)
 
     def __init__(self, **params: Any):
@@ -51,27 +54,33 @@ class Op(nn.Module):
 
     @classmethod
     def validate(cls, params: dict[str, Any]) -> dict[str, Any]:
-        spec = {"p": (1.0, 0.0, 1.0)} | cls.spec
-        unknown = sorted(set(params) - set(spec))
-        if unknown:
-            raise ValueError(f"unknown parameter {unknown[0]!r} of op {cls.name}; allowed: {', '.join(spec)}")
-        full = {key: default for key, (default, _, _) in spec.items()} | params
-        for key, value in full.items():
-            default, lo, hi = spec[key]
-            integer = isinstance(default, int)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number or (integer and value != int(value)):
-                kind = "an integer" if integer else "a number"
-                raise ValueError(f"{cls.name}.{key}: got {value!r}; expected {kind}")
-            if not lo <= value <= hi:
-                raise ValueError(f"{cls.name}.{key}: got {value!r}; allowed range [{lo}, {hi}]")
-            full[key] = int(value) if integer else float(value)
-        cls.check(full)
-        return full
+        """The full parameter set (defaults completed, ints and floats as the spec's defaults are);
+        ValueError naming ``<op>.<parameter>`` otherwise."""
+        try:
+            return cls.params_model().model_validate(params).model_dump()
+        except ValidationError as err:
+            raise ValueError(first_error(err, cls.params_model(), cls.name, prefix=True)) from None
+
+    @classmethod
+    def params_model(cls) -> type[Schema]:
+        """The op's parameters as a pydantic model, built once from ``spec``: a key per parameter with
+        its default and inclusive bounds, an integer where the default is one, and ``check`` after."""
+        if "_model" not in cls.__dict__:
+            spec = {"p": (1.0, 0.0, 1.0)} | cls.spec
+            fields = {key: (Int if isinstance(default, int) else Float, Field(default, ge=lo, le=hi))
+                      for key, (default, lo, hi) in spec.items()}
+
+            def relations(model: Schema) -> Schema:
+                cls.check(model.__dict__)
+                return model
+
+            validators = {"relations": model_validator(mode="after")(relations)}
+            cls._model = create_model(f"{cls.__name__}Params", __base__=Schema, __validators__=validators, **fields)
+        return cls._model
 
     @classmethod
     def check(cls, params: dict[str, Any]) -> None:
-        """Relations between parameters (e.g. min ≤ max); raise ValueError naming them."""
+        """Relations between parameters (e.g. min ≤ max); raise KeyedError naming the parameter."""
 
     def draw(self, shape: torch.Size, gen: torch.Generator, device: torch.device) -> Params:
         """The op's own per-sample parameters for a batch of this (B, T, F) shape."""
@@ -97,7 +106,7 @@ class Op(nn.Module):
 
 def _ordered(cls: type[Op], low: str, high: str, params: dict[str, Any]) -> None:
     if params[low] > params[high]:
-        raise ValueError(f"{cls.name}.{low} ({params[low]}) must be <= {cls.name}.{high} ({params[high]})")
+        raise KeyedError(low, f"got {params[low]}; must be <= {cls.name}.{high} ({params[high]})")
 
 
 class RandomResizedCrop(Op):
@@ -272,7 +281,7 @@ class GaussianBlur(Op):
     def check(cls, params):
         _ordered(cls, "sigma_min", "sigma_max", params)
         if params["kernel_max"] % 2 == 0:
-            raise ValueError(f"blur.kernel_max: got {params['kernel_max']}; must be odd")
+            raise KeyedError("kernel_max", f"got {params['kernel_max']}; must be odd")
 
     def draw(self, shape, gen, device):
         b, q = shape[0], self.params
