@@ -36,6 +36,7 @@ from uclser_tune.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from uclser_tune.training.runtime import (
     amp_dtype,
     autocast,
+    batches,
     lr_milestones,
     resolve_device,
     set_threads,
@@ -203,12 +204,6 @@ def evaluate(model: nn.Module, clips: ClipTensors, mean: float, std: float, cfg:
                                        batch_size=cfg.eval.batch_size, amp_dtype=dtype)
     pred = clip_predictions(logits, clip_index, len(clips))
     return balanced_accuracy(clips.labels, pred), accuracy(clips.labels, pred)
-
-
-def batches(order: torch.Tensor, batch_size: int, drop_single: bool) -> list[torch.Tensor]:
-    """Consecutive batches of ``order``; a final batch of one clip is dropped when BN trains (it would fail)."""
-    parts = list(order.split(batch_size))
-    return parts[:-1] if drop_single and len(parts) > 1 and len(parts[-1]) == 1 else parts
 
 
 def run_task(task: str, cfg: RunConfig, store: FeatureStore,
