@@ -18,7 +18,6 @@ resume, the feature store) before any GPU node is asked for; when the trials wan
 cluster has none yet, the search brings one up first and checks that torch there sees CUDA.
 """
 
-
 from __future__ import annotations
 
 import argparse
