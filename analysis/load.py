@@ -7,10 +7,12 @@ a running or killed experiment is analysed as far as it got.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import yaml
@@ -40,13 +42,19 @@ class Experiment:
         return bool((self.table["status"] == "RUNNING").any())
 
 
+def asha_milestones(grace_period: int, reduction_factor: float, max_epochs: int) -> list[float]:
+    """ASHA's milestones as Ray computes them (``AsyncHyperBandScheduler``'s one bracket, ``_Bracket``):
+    grace * rf^k for k < int(log(max_t / grace) / log(rf) + 1), smallest first. A trial is compared at a
+    milestone when its epoch count first reaches it."""
+    n = int(np.log(max_epochs / grace_period) / np.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor ** k for k in range(n)]
+
+
 def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
-    """Epochs where ASHA compares trials: grace * rf^k up to max_epochs, plus max_epochs itself."""
-    rungs, epoch = [], grace_period
-    while epoch <= max_epochs:
-        rungs.append(int(epoch))
-        epoch *= reduction_factor
-    return sorted({*rungs, max_epochs})
+    """Epochs where ASHA compares trials: the first epoch at or after each milestone (none is past
+    max_epochs), plus max_epochs itself."""
+    milestones = asha_milestones(grace_period, reduction_factor, max_epochs)
+    return sorted({*(math.ceil(m) for m in milestones), max_epochs})
 
 
 def rung_reached(epochs_run: pd.Series, rungs: list[int]) -> pd.Series:

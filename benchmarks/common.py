@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,3 +35,13 @@ def timed(fn: Callable[[], object], repeat: int, sync: torch.device | None = Non
     if sync is not None and sync.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeat
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,7 +1,11 @@
-"""Every GPU measurement this project needs, in one command that imports only torch, numpy and pyyaml.
+"""Every GPU measurement this project needs, in one command that imports no Ray, Optuna or librosa.
 
 A GPU machine comes rarely and briefly here (minutes, one command, no Ray, Optuna or librosa on its
-image), so the whole CUDA check is this one script:
+image), so the whole CUDA check is this one script. Besides torch, numpy and pyyaml it imports tqdm
+and pydantic 2 (the run config is validated by pydantic models). An image without them takes them as
+wheels for its Python that travel with the command, e.g. ``pip download --only-binary :all: --no-deps
+--python-version 3.12 -d wheels pydantic pydantic-core annotated-types typing-inspection
+typing-extensions tqdm``, unpacked onto ``PYTHONPATH`` (not yet tried on a device image):
 
     python -m benchmarks.device_check --device cuda --store STORE_DIR --out OUT_DIR
     python -m benchmarks.device_check --quick --device cpu --out /tmp/dc     # CI: tiny sizes, < 1 min
@@ -48,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import throughput
+from benchmarks import training_step
 from benchmarks.common import fsd_like_clips, timed
 from uclser_tune.config import config_from_dict
 from uclser_tune.data.store import FeatureStore, SplitStore
@@ -207,7 +211,7 @@ def check_throughput(device: torch.device, sz: Sizes) -> dict[str, Any]:
     rows = []
     for encoder in sz.encoders:
         try:
-            res = throughput.measure(encoder, device, list(MODES), sz.steps, sz.batch, sz.width, clips=sz.clips())
+            res = training_step.measure(encoder, device, list(MODES), sz.steps, sz.batch, sz.width, clips=sz.clips())
         except Exception as err:  # noqa: BLE001  one failing encoder must not hide the others
             rows.append({"encoder": encoder, "error": f"{type(err).__name__}: {err}"})
             continue
@@ -306,7 +310,7 @@ def _sharing_worker(encoder: str, device: str, quick: bool, barrier: Any, out: A
         torch.set_num_threads(1)
         barrier.wait(timeout=300)
         began = time.time()
-        res = throughput.measure(encoder, torch.device(device), ["bf16+cl"], sz.sharing_steps, sz.batch, sz.width,
+        res = training_step.measure(encoder, torch.device(device), ["bf16+cl"], sz.sharing_steps, sz.batch, sz.width,
                                  clips=sz.clips())
         out.put((res["bf16+cl"]["clips_per_s"], began, time.time()))
     except BaseException as err:  # noqa: BLE001  the parent must not wait for an answer that never comes

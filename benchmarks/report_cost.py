@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.scale import cpu_name
+from benchmarks.common import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH = ROOT / "search_spaces" / "truths" / "augs_mixback.yaml"

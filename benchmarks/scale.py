@@ -25,7 +25,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import psutil
+
+from benchmarks.common import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH = ROOT / "search_spaces" / "truths" / "augs_mixback.yaml"
@@ -149,16 +150,6 @@ def markdown(rows: dict[int, dict], cpu: str) -> str:
                      f"{last or float('nan'):.3f} | {ratio} | {r['experiment_mb']:.1f} | {r['analysis_s']:.1f} | "
                      f"{r['dashboard_s']:.2f} | {load} |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

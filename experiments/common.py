@@ -9,6 +9,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"  # the one place for results; results/README.md is their index
+# The paper's three ablation claims (claim, variant a, variant b: a beats b), which paper_effects measures
+# on one draw of the synthetic data and paper_effects_draws over several.
+CLAIMS = [("random>same", "default", "same"), ("default_da>no_da", "default", "no_da"),
+          ("mixback>no_mixback", "default", "no_mixback")]
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.common import git_commit, write_csv
+from experiments.common import CLAIMS, git_commit, write_csv
 from uclser_tune import atomic
 from uclser_tune.config import RunConfig, config_from_dict
 from uclser_tune.data.store import open_store
@@ -57,8 +57,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_da": {"views.ops": []},
     "no_mixback": {"views.mixback": False},
 }
-CLAIMS = [("random>same", "default", "same"), ("default_da>no_da", "default", "no_da"),
-          ("mixback>no_mixback", "default", "no_mixback")]
 COLUMNS = ["claim", "a", "b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_holm", "holds", "n", "metric"]
 METRIC = "best val kNN balanced accuracy over the epochs (the reference's metric)"
 EPOCHS = 40  # the committed budget (see --epochs)

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import write_csv
-from experiments.paper_effects import CLAIMS
+from experiments.common import CLAIMS, write_csv
 from uclser_tune.evaluation.stats import holm, t_interval
 
 COLUMNS = ["claim", "a", "b", "n_draws", "diff", "ci_low", "ci_high", "p_holm", "holds", "per_draw"]

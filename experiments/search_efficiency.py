@@ -50,7 +50,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from analysis.load import asha_rungs
+from analysis.load import asha_milestones, asha_rungs
 from uclser_tune.evaluation.stats import holm
 from uclser_tune.search.results import META_FILE, open_study, trials_table
 
@@ -110,12 +110,6 @@ def trial_epochs_to_target(trials: Sequence[Trial], target: float) -> tuple[int,
         if t.epochs >= t.max_epochs and t.score >= target:
             return spent, True
     return spent, False
-
-
-def milestones(grace_period: int, reduction_factor: float, max_epochs: int) -> list[float]:
-    """Ray's ASHA milestones (``_Bracket``): grace·rf^k for k < int(log(max_t/grace)/log(rf) + 1)."""
-    n = int(np.log(max_epochs / grace_period) / np.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor ** k for k in range(n)]
 
 
 def replay_asha(curves: Sequence[dict[int, float]], marks: Sequence[float], reduction_factor: float,
@@ -339,7 +333,7 @@ def survival_rows(method: str, seed: int, max_concurrent: int, p: Protocol, tabl
     """Per rung: expected (synchronous 1/rf^k), Ray's rule replayed on these trials in start order
     (exact for max_concurrent 1), its i.i.d. expectation for as many trials, and the actual share."""
     rungs = asha_rungs(p.grace_period, p.reduction_factor, p.max_epochs)
-    marks = milestones(p.grace_period, p.reduction_factor, p.max_epochs)
+    marks = asha_milestones(p.grace_period, p.reduction_factor, p.max_epochs)
     # finished trials with at least one report (a worker killed before its first epoch ranked nothing)
     done = table[(table.status != "RUNNING") & (table.epochs_run > 0)].sort_values("optuna_number")
     curves = [{int(k.removeprefix("knn_e")): v for k, v in r.items() if k.startswith("knn_e") and pd.notna(v)}

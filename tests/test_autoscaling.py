@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "cluster"))
 from local_cluster import HEAD_IP, LocalCluster, free_port, namespaces_work
 
-from uclser_tune.search.__main__ import SMOKE, scale_out_trials
+from uclser_tune.search.cli import SMOKE
+from uclser_tune.search.resources import scale_out_trials
 
 pytestmark = pytest.mark.slow
 

@@ -98,7 +98,7 @@ def test_the_schema_takes_op_and_encoder_names_from_their_registries():
     from uclser_tune.models import ENCODERS
     from uclser_tune.views.ops import OPS
 
-    out = subprocess.run([sys.executable, "-m", "uclser_tune.config", "--schema"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "uclser_tune.train", "--schema"], capture_output=True, text=True,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     schema = json.loads(out.stdout)

@@ -123,7 +123,7 @@ def test_the_gpu_probe_checks_cuda(head, gpu_node):
 
 def test_defaults_on_a_head_and_elsewhere(tmp_path, monkeypatch):
     """Locally nothing changes (a local Ray, runs/, a journal); on a head the cluster's settings."""
-    from uclser_tune.search.__main__ import build_parser
+    from uclser_tune.search.cli import build_parser
 
     for var in ("RAY_ADDRESS", "UCLSER_RUNS", "UCLSER_OPTUNA_URL"):
         monkeypatch.delenv(var, raising=False)

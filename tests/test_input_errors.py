@@ -14,7 +14,8 @@ import yaml
 
 from analysis.__main__ import main as analysis_main
 from uclser_tune.retrain import main as retrain_main
-from uclser_tune.search import __main__ as search_cli
+from uclser_tune.search import cli as search_cli
+from uclser_tune.search.driver import write_meta
 from uclser_tune.search.lock import LOCK_FILE
 from uclser_tune.train import main as train_main
 
@@ -153,7 +154,7 @@ def _write(inputs: Path, name: str, data) -> None:
 def started(monkeypatch, runs: Path, name: str) -> Path:
     """An experiment as a search leaves it once it has started: search.json (the real one, from the CLI's
     own checks) and the driver's lock file. The search itself (Ray, training) is not run here."""
-    monkeypatch.setattr(search_cli, "run", lambda args, space, exp_dir, meta, *rest, **kw: search_cli.write_meta(
+    monkeypatch.setattr(search_cli, "run", lambda args, space, exp_dir, meta, *rest, **kw: write_meta(
         exp_dir, meta) or 0)
     assert search_cli.main(["--storage-path", str(runs), "--name", name, "--space", "smoke.yaml"]) == 0
     monkeypatch.undo()

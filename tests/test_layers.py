@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # uclser_tune's modules and subpackages by layer: each may import only its own layer and those below.
 # config sits above the registries it takes its names from (views' ops, the encoders).
 RANK = {"atomic": 0, "versions": 0, "validation": 0, "dotted": 0, "data": 1, "views": 2, "evaluation": 3,
-        "models": 3, "losses": 3, "config": 3, "training": 4, "train": 5, "embed": 5, "search": 6, "retrain": 7}
+        "models": 3, "losses": 3, "config": 3, "training": 4, "runs": 5, "train": 5, "embed": 5, "search": 6, "retrain": 7}
 # the folders around the package, and what each may import besides itself and the standard library
 OUTSIDE = {"analysis": {"uclser_tune"}, "benchmarks": {"uclser_tune"},
            "experiments": {"uclser_tune", "analysis"}}

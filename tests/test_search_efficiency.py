@@ -7,12 +7,12 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
+from analysis.load import asha_milestones
 from experiments import search_efficiency
 from experiments.search_efficiency import (
     Trial,
     epochs_per_trial,
     iid_async_shares,
-    milestones,
     reached_shares,
     replay_asha,
     trial_epochs_to_target,
@@ -31,12 +31,6 @@ def test_trial_epochs_counted_in_completion_order_up_to_the_first_full_trial_at_
     assert trial_epochs_to_target(TRIALS, 0.70) == (10, True)  # B: a score equal to the target reaches it
     assert trial_epochs_to_target(TRIALS, 0.85) == (34, False)  # only A (pruned) is above: all epochs, not reached
     assert trial_epochs_to_target([], 0.5) == (0, False)
-
-
-def test_milestones_are_rays():
-    assert milestones(1, 3.0, 10) == [1, 3, 9]
-    assert milestones(2, 2.0, 8) == [2, 4, 8]
-    assert milestones(10, 3.0, 100) == [10, 30, 90]
 
 
 def test_replay_by_hand():
@@ -63,7 +57,7 @@ def test_replay_matches_rays_bracket_for_trials_run_one_after_another(rf, grace,
         ran = next((e for e in range(1, max_t + 1)
                     if bracket.on_result(trial, e, curve[e]) == TrialScheduler.STOP), max_t)
         ray_ran.append(ran)
-    assert replay_asha(curves, milestones(grace, rf, max_t), rf, max_t) == ray_ran
+    assert replay_asha(curves, asha_milestones(grace, rf, max_t), rf, max_t) == ray_ran
     assert len(set(ray_ran)) > 1  # some trials were stopped, some not
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from children import Child, poll_until, run
 
-from uclser_tune.search.__main__ import shipped_store
+from uclser_tune.search.driver import shipped_store
 from uclser_tune.search.lock import LOCK_FILE, ExperimentLock, LockError
 from uclser_tune.search.results import META_FILE, open_study
 from uclser_tune.search.spaces import load_space

@@ -182,14 +182,14 @@ def test_random_keys_and_random_per_sample_orders(tmp_path, order, params, ops, 
 # ---------------------------------------------------------------- the search driver, before and without Ray
 
 def args_for(**kw):
-    from uclser_tune.search.__main__ import build_parser
+    from uclser_tune.search.cli import build_parser
 
     extra = [x for k, v in kw.items() for x in (f"--{k.replace('_', '-')}", str(v)) if v is not True]
     return build_parser().parse_args(["--space", "smoke.yaml", *extra, *[f"--{k}" for k, v in kw.items() if v is True]])
 
 
 def test_trial_resources(tmp_path, capsys):
-    from uclser_tune.search.__main__ import trial_resources
+    from uclser_tune.search.resources import trial_resources
 
     space = load_space(write(tmp_path, {**OK, "resources": {"cpu": 4, "gpu": 0.5}}))
     head_only = {"CPU": 2}
@@ -216,7 +216,7 @@ def test_trial_resources(tmp_path, capsys):
     (["--set", "train.tau=-1"], ["train.tau", "-1"]),
 ])
 def test_cli_numbers_rejected_before_ray(tmp_path, capsys, argv, words):
-    from uclser_tune.search.__main__ import main
+    from uclser_tune.search.cli import main
 
     path = write(tmp_path, {**OK, "epochs": 5, "asha": {"grace_period": 3}})
     assert main(["--space", str(path), "--storage-path", str(tmp_path / "runs"), *argv]) == 2
@@ -238,7 +238,7 @@ def started_experiment(tmp_path):
 
 
 def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):
-    from uclser_tune.search.__main__ import main
+    from uclser_tune.search.cli import main
 
     path, exp, meta = started_experiment(tmp_path)
     base = ["--space", str(path), "--storage-path", str(tmp_path / "runs")]
@@ -253,7 +253,7 @@ def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):
 
 
 def test_asha_from_the_command_line():
-    from uclser_tune.search.__main__ import with_asha
+    from uclser_tune.search.cli import with_asha
 
     space = load_space("smoke.yaml")
     assert with_asha(space, None, None) is space
@@ -264,7 +264,7 @@ def test_asha_from_the_command_line():
 
 
 def test_fresh_start_on_an_old_study_is_refused(tmp_path, capsys):
-    from uclser_tune.search.__main__ import main
+    from uclser_tune.search.cli import main
     from uclser_tune.search.results import storage_from
 
     path, exp, _ = started_experiment(tmp_path)
@@ -331,7 +331,7 @@ def test_tpe_with_the_same_seed_proposes_the_same_trials(tmp_path, monkeypatch):
     def proposals(seed: int, run: str) -> list[dict]:
         import argparse
 
-        from uclser_tune.search.__main__ import tune_config
+        from uclser_tune.search.driver import tune_config
 
         meta = {"num_samples": 14, "overrides": {}, "storage": f"journal:{run}.journal", "study_name": run}
         searcher = tune_config(space, argparse.Namespace(seed=seed), meta, 1, None, 4).search_alg.searcher
@@ -379,7 +379,7 @@ def test_the_search_asks_the_design_first_then_tpe(tmp_path, monkeypatch):
     on/off levels, and TPE's random start-up lasts as long."""
     import argparse
 
-    from uclser_tune.search.__main__ import tune_config
+    from uclser_tune.search.driver import tune_config
     from uclser_tune.search.searcher import StudySearch
 
     space = load_space("augs.yaml")

@@ -5,14 +5,12 @@ becomes one of these) and retraining all build a :class:`RunConfig` and nothing 
 strict so that a typo in a YAML file or a ``--set`` override fails before any work starts, naming
 the key and the allowed values. The keys are pydantic models (``uclser_tune.validation`` says why);
 op and encoder names are the keys of their registries (``views.ops.OPS``, ``models.ENCODERS``), so a
-new op or encoder is valid here as soon as it is registered. ``python -m uclser_tune.config
---schema`` prints the JSON schema.
+new op or encoder is valid here as soon as it is registered. ``python -m uclser_tune.train --schema``
+prints the JSON schema.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -242,17 +240,3 @@ def describe_config() -> str:
 
     walk(RunConfig, "")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m uclser_tune.config --schema``: the run config's JSON schema; without it, every key."""
-    args = sys.argv[1:] if argv is None else argv
-    if args not in ([], ["--schema"]):
-        print("usage: python -m uclser_tune.config [--schema]", file=sys.stderr)
-        return 2
-    print(json.dumps(RunConfig.model_json_schema(), indent=1) if args else describe_config())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

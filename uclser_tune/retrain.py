@@ -34,8 +34,8 @@ from uclser_tune import atomic
 from uclser_tune.config import ConfigError, RunConfig, config_from_dict, parse_overrides
 from uclser_tune.data.fsd import DatasetError
 from uclser_tune.evaluation.stats import holm, t_interval
+from uclser_tune.runs import check_data
 from uclser_tune.search.results import ExperimentError
-from uclser_tune.train import check_data
 from uclser_tune.training.downstream import CHECKPOINT_FILES, TASKS
 
 DEFAULT = "default"
@@ -144,7 +144,7 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     writes its result into the job dir and is skipped when found there, so a re-run continues."""
     import torch
 
-    from uclser_tune.train import RunDir, epoch_line
+    from uclser_tune.runs import RunDir, epoch_line
     from uclser_tune.training import build_model, pretrain
     from uclser_tune.training.downstream import (
         DownstreamLossError,

@@ -5,7 +5,7 @@ Pre-trains one config with the same library call a search trial uses, evaluates 
 scalars (``tb/``), ``checkpoint.pt`` (last epoch) and ``best.pt`` (best val kNN). Re-run with
 ``--resume`` to continue after a crash or Ctrl-C.
 
-``--linear`` / ``--finetune`` then evaluate the encoder downstream (SPEC §4), from ``best.pt`` as the
+``--linear`` / ``--finetune`` then evaluate the encoder downstream (the paper's linear evaluation and fine-tuning), from ``best.pt`` as the
 reference does (``--downstream-from last``: the final epoch's ``checkpoint.pt``): linear evaluation,
 and fine-tuning on the noisy and the small clean task. One row per task goes to ``downstream.csv``
 (columns below); ``downstream.json`` adds each task's per-epoch history. A task whose training split
@@ -24,17 +24,14 @@ from typing import Any
 
 from uclser_tune.config import (
     ConfigError,
-    DataConfig,
     RunConfig,
     config_from_dict,
     describe_config,
     load_config,
     parse_overrides,
 )
-from uclser_tune.data.fsd import DatasetError, read_dataset
-
-METRIC_FIELDS = ["epoch", "loss", "lr", "clips_per_s", "epoch_seconds", "sampling_fallbacks",
-                 "knn_acc", "knn_micro", "knn_top3", "precision", "channels_last"]
+from uclser_tune.data.fsd import DatasetError
+from uclser_tune.runs import RunDir, check_data, epoch_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"downstream.csv columns:\n{columns}\n\nConfig keys (defaults are the paper's):\n" + describe_config(),
     )
     p.add_argument("--config", type=Path, help="run config YAML (missing keys take the paper's defaults)")
+    p.add_argument("--schema", action="store_true",
+                   help="print the run config's JSON schema (for editors and validators) and exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.tau=0.1 --set views.ops=[rrc,noise]")
     p.add_argument("--data", help="FSDnoisy18k-layout folder, or 'synthetic' (sets data.root)")
@@ -62,13 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_data(data: DataConfig) -> None:
-    """Raise DatasetError unless ``data.root`` has the FSDnoisy18k layout (or is the embedded synthetic set,
-    generated on first use). Cheap (the metadata only), so every CLI calls it before it writes anything."""
-    if data.root != "synthetic":
-        read_dataset(Path(data.root).expanduser())
-
-
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     overrides = parse_overrides(args.overrides)
     if args.data:
@@ -77,92 +69,14 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return cfg.replace(overrides) if overrides else cfg
 
 
-class RunDir:
-    """What a single run writes, and how it continues after an interruption."""
-
-    def __init__(self, path: Path, cfg: RunConfig, resume: bool):
-        from uclser_tune.training import load_checkpoint
-
-        self.path, self.cfg = path, cfg
-        self.last = path / "checkpoint.pt"
-        self.state: dict[str, Any] | None = None
-        if self.last.exists():
-            if not resume:
-                raise ConfigError(f"{path} already holds a run; pass --resume to continue it or choose another --out")
-            self.state = load_checkpoint(self.last)
-            if self.state["config"] != cfg.to_dict():
-                raise ConfigError(f"{path}: the config differs from the one this run started with "
-                                  f"({path / 'config.yaml'}); resume with the same config")
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.yaml").write_text(cfg.to_yaml())
-        if self.state is not None:
-            self._trim_metrics(self.state["epoch"])
-        self.best = max((m["knn_acc"] for m in self.state["history"] if "knn_acc" in m), default=-1.0) \
-            if self.state else -1.0
-        self._tb = None
-
-    def tensorboard(self):
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # the package is optional on minimal GPU images
-                return None
-            self._tb = SummaryWriter(str(self.path / "tb"))
-        return self._tb
-
-    def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        """Metrics first, the checkpoint last: an interruption in between leaves a metrics row ahead of
-        the checkpoint, which resuming drops (see ``_trim_metrics``), never a checkpoint without its row."""
-        from uclser_tune.training import save_checkpoint
-
-        new = not (self.path / "metrics.csv").exists() or metrics["epoch"] == 1
-        with open(self.path / "metrics.csv", "w" if new else "a", newline="") as f:
-            w = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(metrics)
-        tb = self.tensorboard()
-        if tb is not None:
-            for key, value in metrics.items():
-                if key != "epoch" and not isinstance(value, str):  # 'precision' is in metrics.csv
-                    tb.add_scalar(f"pretrain/{key}", value, metrics["epoch"])
-            tb.flush()
-        if metrics.get("knn_acc", -1.0) > self.best:
-            self.best = metrics["knn_acc"]
-            save_checkpoint(state, self.path / "best.pt")
-        save_checkpoint(state, self.last)
-
-    def _trim_metrics(self, epoch: int) -> None:
-        """Drop metrics rows of epochs after the checkpoint (they are run again)."""
-        path = self.path / "metrics.csv"
-        if not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-
-def epoch_line(m: dict[str, Any], epochs: int) -> str:
-    knn = f"  kNN {m['knn_acc']:.4f} (micro {m['knn_micro']:.4f}, top3 {m['knn_top3']:.4f})" if "knn_acc" in m else ""
-    return (f"epoch {m['epoch']:>4}/{epochs}  loss {m['loss']:.4f}  lr {m['lr']:.4g}  "
-            f"{m['clips_per_s']:.0f} clips/s{knn}")
-
-
 def progress_bar():
-    """A per-epoch batch progress bar (tqdm when installed; silent without it)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
+    """A per-epoch batch progress bar on stderr."""
+    from tqdm import tqdm
+
     bar = None
 
     def on_batch(done: int, total: int) -> None:
         nonlocal bar
-        if tqdm is None:
-            return
         if bar is None:
             bar = tqdm(total=total, leave=False, unit="batch", file=sys.stderr)
         bar.update(1)
@@ -208,6 +122,9 @@ def run_downstream(tasks: list[str], cfg: RunConfig, store, encoder: Any, out: P
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.schema:
+        print(json.dumps(RunConfig.model_json_schema(), indent=1))
+        return 0
     try:
         cfg = resolve_config(args)
         out = args.out or Path("runs/train") / (args.config.stem if args.config else "default")

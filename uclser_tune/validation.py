@@ -3,7 +3,7 @@
 The run config, the search-space files, the planted-truth files and the augmentation ops' parameters
 are all declared as pydantic models (pydantic 2, which Ray already needs). Chosen over hand-written
 checks because one declaration per key gives its type, default, range and meaning together: the
-checks, ``describe_config`` and a JSON schema (``python -m uclser_tune.config --schema``) all come
+checks, ``describe_config`` and a JSON schema (``python -m uclser_tune.train --schema``) all come
 from it, and every error arrives with its exact location (``views.ops[1]``, ``params.train.tau.when``)
 and the offending value, so the messages name the key without code per key. marshmallow or
 jsonschema would need the types declared a second time next to the dataclasses; attrs validators

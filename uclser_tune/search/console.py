@@ -16,9 +16,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from uclser_tune.search.spaces import SearchSpace
 
 END_STATES = ("TERMINATED", "ERROR")
 
@@ -129,6 +132,18 @@ class Console(Callback):
         if text != self.last_text:
             self._print(text)
         self.last_text = text
+
+
+def make_console(space: SearchSpace, total: int, verbose: bool) -> Console | None:
+    """The compact console showing the parameters the space searches (and the views.ops candidates);
+    None with ``--verbose``, which keeps Ray's own status output."""
+    if verbose:
+        return None
+    keys = [(k, d.when) for k, d in space.params.items()]
+    keys += [(k, None) for k in sorted({k for v in space.variants.values() for k in v})]
+    if space.candidates:
+        keys.append(("views.ops", None))
+    return Console(keys, total)
 
 
 def first_error_line(trial) -> str:

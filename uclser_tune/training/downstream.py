@@ -1,4 +1,4 @@
-"""Downstream evaluation (SPEC §4): linear evaluation, fine-tuning and the supervised-from-scratch baseline.
+"""Downstream evaluation, as in the paper and the reference code: linear evaluation, fine-tuning and the supervised-from-scratch baseline.
 
 One call, :func:`run_task`, trains a new linear classifier on an encoder's h for one of three tasks:
 
@@ -36,6 +36,7 @@ from uclser_tune.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from uclser_tune.training.runtime import (
     amp_dtype,
     autocast,
+    batches,
     lr_milestones,
     resolve_device,
     set_threads,
@@ -143,7 +144,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 
 
 def clip_predictions(patch_logits: torch.Tensor, clip_index: torch.Tensor, n_clips: int) -> torch.Tensor:
-    """Clip class = argmax of the mean softmax over the clip's patches (SPEC §4)."""
+    """Clip class = argmax of the mean softmax over the clip's patches, as the reference code predicts a clip."""
     probs = patch_logits.float().softmax(1)
     sums = torch.zeros(n_clips, probs.shape[1], device=probs.device).index_add_(0, clip_index, probs)
     counts = torch.bincount(clip_index, minlength=n_clips).clamp(min=1)
@@ -203,12 +204,6 @@ def evaluate(model: nn.Module, clips: ClipTensors, mean: float, std: float, cfg:
                                        batch_size=cfg.eval.batch_size, amp_dtype=dtype)
     pred = clip_predictions(logits, clip_index, len(clips))
     return balanced_accuracy(clips.labels, pred), accuracy(clips.labels, pred)
-
-
-def batches(order: torch.Tensor, batch_size: int, drop_single: bool) -> list[torch.Tensor]:
-    """Consecutive batches of ``order``; a final batch of one clip is dropped when BN trains (it would fail)."""
-    parts = list(order.split(batch_size))
-    return parts[:-1] if drop_single and len(parts) > 1 and len(parts[-1]) == 1 else parts
 
 
 def run_task(task: str, cfg: RunConfig, store: FeatureStore,

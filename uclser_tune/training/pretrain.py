@@ -22,10 +22,10 @@ from uclser_tune.data.tensors import ClipTensors
 from uclser_tune.evaluation.patches import evaluate_knn
 from uclser_tune.losses import nt_xent
 from uclser_tune.models import ContrastiveModel, ProjectionHead, build_encoder
-from uclser_tune.training.downstream import batches
 from uclser_tune.training.runtime import (
     amp_dtype,
     autocast,
+    batches,
     device_name,
     lr_milestones,
     precision_name,

@@ -128,3 +128,9 @@ def lr_milestones(fractions: list[float], epochs: int) -> list[int]:
     pre-training, 80/160 of 200 downstream), scaled to the configured epochs. A milestone that rounds
     onto another one still applies its decay: MultiStepLR counts repeats."""
     return [max(1, round(f * epochs)) for f in fractions]
+
+
+def batches(order: torch.Tensor, batch_size: int, drop_single: bool) -> list[torch.Tensor]:
+    """Consecutive batches of ``order``; a final batch of one clip is dropped when BN trains (it would fail)."""
+    parts = list(order.split(batch_size))
+    return parts[:-1] if drop_single and len(parts) > 1 and len(parts[-1]) == 1 else parts
