@@ -164,3 +164,37 @@ def test_the_searcher_reads_no_private_attribute():
     private = [(node.lineno, node.attr) for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                and node.attr.startswith("_") and not node.attr.startswith("__")]
     assert private == []
+
+
+def test_the_driver_journal_is_read_back_by_optunas_own_backend(tmp_path):
+    """What the driver's journal writes, Optuna's JournalFileBackend (the analysis, the dashboard) reads as
+    the same study; and a reader never sees a half-written line as a log."""
+    from uclser_tune.search.results import storage_from
+
+    def fill(storage):
+        study = optuna.create_study(study_name="j", storage=storage, sampler=optuna.samplers.RandomSampler(seed=1))
+        for i in range(4):
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            trial.suggest_categorical("c", ["a", "b"])
+            trial.report(0.1 * i, 1)
+            study.tell(trial, 0.2 * i if i % 2 else None, state=optuna.trial.TrialState.COMPLETE if i % 2
+                       else optuna.trial.TrialState.PRUNED)
+        study.ask()
+        return study
+
+    def replay(path):
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        return [(t.state, t.params, t.value, t.intermediate_values)
+                for t in optuna.load_study(study_name="j", storage=storage).trials]
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fill(storage_from("journal:j.journal", tmp_path / "a", driver=True))
+    fill(storage_from("journal:j.journal", tmp_path / "b"))
+    assert replay(tmp_path / "a" / "j.journal") == replay(tmp_path / "b" / "j.journal")
+    assert len(replay(tmp_path / "a" / "j.journal")) == 5
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["j.journal"]  # no lock file
+    with open(tmp_path / "a" / "j.journal", "ab") as f:
+        f.write(b'{"op_code": 4, "worker_id"')  # a line the driver is still writing
+    assert len(replay(tmp_path / "a" / "j.journal")) == 5

@@ -128,7 +128,7 @@ class StudySearch(Searcher):
     def connect(self) -> Link:
         """The open study; opened (created if new, its cells enqueued) in ``experiment_dir`` on first use."""
         if self.link is None:
-            storage = storage_from(self.storage_url, self.experiment_dir)
+            storage = storage_from(self.storage_url, self.experiment_dir, driver=True)
             study = optuna.create_study(storage=storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
                                         study_name=self.study_name, load_if_exists=True,
                                         direction="minimize" if self.mode == "min" else "maximize")
