@@ -88,6 +88,8 @@ def run(args: argparse.Namespace, space: SearchSpace, exp_dir: Path, meta: dict,
         max_concurrent = args.max_concurrent or space.trials.get("max_concurrent")
         if args.address and not max_concurrent:
             max_concurrent = scale_out_trials(cluster_config, cpus, gpus, ray.cluster_resources())
+        if max_concurrent:  # Ray keeps one trial pending for a custom searcher unless told (Tune's env var)
+            os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max_concurrent))
         write_meta(exp_dir, meta)
         claim(exp_dir, meta, resuming)
     except (SpaceError, GpuNodeError, StateError) as err:
@@ -132,12 +134,11 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
     """A grid enqueues its cells (the first ``num_samples``, all by default) in the study and ends when none
     is left (Ray's sample count: unbounded, so a resume can re-run failed cells); TPE and random run
     ``num_samples`` trials, the first of them the space's balanced start-up design (TPE's start-up trials
-    are as many). ``max_concurrent`` is also the number of trials Ray keeps pending for a custom
-    searcher (one without it), which is what the autoscaler sees as demand."""
+    are as many). ``max_concurrent`` is the searcher's own limit; ``run`` also makes it the number of
+    trials Ray keeps pending (``TUNE_MAX_PENDING_TRIALS_PG``), which is what the autoscaler sees as demand."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from uclser_tune.search.searcher import StudySearch, StudySearchGenerator
 
@@ -148,12 +149,13 @@ def tune_config(space: SearchSpace, args: argparse.Namespace, meta: dict, cpus: 
                if space.sampler == "tpe" else optuna.samplers.RandomSampler(seed=args.seed))  # grid: all enqueued
     searcher = StudySearch(space=functools.partial(space.define_by_run, overrides=trial_overrides), metric="knn_acc",
                            mode="max", sampler=sampler, storage_url=meta["storage"], study_name=meta["study_name"],
-                           grid_cells=space.grid_cells(args.seed)[:num_samples], startup=startup)
+                           grid_cells=space.grid_cells(args.seed)[:num_samples], startup=startup,
+                           max_concurrent=max_concurrent)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.asha["grace_period"],
                                reduction_factor=space.asha["reduction_factor"])
                  if space.asha else FIFOScheduler())
     return tune.TuneConfig(
-        search_alg=StudySearchGenerator(ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher),
+        search_alg=StudySearchGenerator(searcher),
         scheduler=scheduler, num_samples=-1 if space.sampler in ENUMERATED else num_samples, metric="knn_acc",
         mode="max", trial_dirname_creator=trial_dirname, reuse_actors=REUSE_ACTORS)
 

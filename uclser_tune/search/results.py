@@ -50,14 +50,42 @@ def open_study(exp_dir: Path, meta: dict[str, Any]) -> optuna.Study:
     return optuna.load_study(study_name=meta["study_name"], storage=storage_from(url, exp_dir))
 
 
-def storage_from(url: str, exp_dir: Path) -> optuna.storages.BaseStorage:
-    """The journal file in the experiment dir (``journal:<file>``, the default) or an RDB URL."""
+def storage_from(url: str, exp_dir: Path, driver: bool = False) -> optuna.storages.BaseStorage:
+    """The journal file in the experiment dir (``journal:<file>``, the default) or an RDB URL. ``driver``:
+    the storage of the search driver's searcher, the journal's one writer (``DriverJournal``)."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        return JournalStorage(JournalFileBackend(str(exp_dir / url.removeprefix("journal:"))))
+        path = str(exp_dir / url.removeprefix("journal:"))
+        return JournalStorage(DriverJournal(path) if driver else JournalFileBackend(path))
     return optuna.storages.RDBStorage(url)
+
+
+class DriverJournal(optuna.storages.journal.BaseJournalBackend):
+    """Optuna's journal file as the search driver appends to it: one ``write`` of whole lines per append.
+
+    Optuna's ``JournalFileBackend`` takes a lock file (a symlink created, renamed and deleted) and fsyncs
+    for every append, and the storage appends once per suggested parameter. Here the driver is the
+    journal's only writer (it holds the experiment's lock, ``search.lock``; trials, the analysis and the
+    dashboard only read), so the lock file is not needed. Without fsync a killed driver loses nothing
+    (the kernel keeps what was written), which is what resume covers; a power cut is not covered, as for
+    the rest of the experiment dir (``atomic_fs``). The lines are Optuna's format, and readers use its
+    own backend, which skips a line still being written."""
+
+    def __init__(self, path: str) -> None:
+        from optuna.storages.journal import JournalFileBackend
+
+        self.path = path
+        self.reader = JournalFileBackend(path)  # creates the file if it does not exist
+
+    def read_logs(self, log_number_from: int):
+        return self.reader.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+        with open(self.path, "ab") as f:
+            f.write(text.encode())
 
 
 def _reports(trial_dir: Path) -> list[dict[str, Any]]:
