@@ -15,17 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import yaml
 
 from uclser_tune.config import OP_NAMES, ConfigError, RunConfig, config_from_dict
+from uclser_tune.search.design import (  # noqa: F401  (hadamard, fractional_factorial: the design's API here too)
+    ENUMERATED,
+    DesignSampler,
+    fractional_factorial,
+    hadamard,
+    lehmer_decode,
+    lehmer_encode,
+)
 from uclser_tune.views.ops import validate_op_params
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = {"description", "base", "params", "ops", "variants", "epochs", "asha", "trials", "resources", "sampler",
             "startup", "replicates"}
-ENUMERATED = ("grid", "design")  # samplers whose every trial is enqueued up front (the searcher ends with them)
 ORDERS = ("fixed", "lehmer", "random_keys", "random_per_sample")
 VIEW_KEYS_OF_OPS = {"views.ops", "views.order", "views.op_params"}
 
@@ -90,59 +96,8 @@ def parse_dist(spec: Any, where: str) -> Dist:
     return Dist(kind, low, high, log, when=when)
 
 
-def lehmer_encode(order: list[str], items: list[str]) -> list[int]:
-    """The Lehmer digits of ``order`` (a permutation of ``items``), the inverse of ``lehmer_decode``."""
-    pool, digits = list(items), []
-    for item in order[:-1]:
-        digits.append(pool.index(item))
-        pool.remove(item)
-    return digits
-
-
-def hadamard(runs: int) -> np.ndarray:
-    """Sylvester's Hadamard matrix of order ``runs`` (a power of two): +-1 entries, orthogonal columns."""
-    h = np.ones((1, 1), dtype=int)
-    while len(h) < runs:
-        h = np.block([[h, h], [h, -h]])
-    return h
-
-
-def two_level_runs(k: int) -> int:
-    """The run count of the two-level array for ``k`` factors: the smallest power of two (at least 8)
-    with more runs than factors, so every factor gets its own non-constant Hadamard column."""
-    runs = 8
-    while runs <= k:
-        runs *= 2
-    return runs
-
-
-def fractional_factorial(k: int, rng: np.random.Generator) -> np.ndarray:
-    """A balanced two-level design for ``k`` factors, levels +-1, resolution IV: ``k`` distinct
-    non-constant columns of a Hadamard matrix (a Plackett-Burman orthogonal array: every factor at each
-    level in half the runs, every pair of factors in all four combinations equally often), with random
-    signs, then folded over (the array stacked on its negative), so that no main effect is aliased with
-    a two-factor interaction. 2 · ``two_level_runs(k)`` runs, in random order; the full factorial (2^k
-    runs, every combination once) when that is no larger."""
-    runs = two_level_runs(k)
-    if 2 ** k <= 2 * runs:
-        full = np.array(list(itertools.product([-1, 1], repeat=k)), dtype=int)
-        return full[rng.permutation(len(full))]
-    columns = rng.permutation(np.arange(1, runs))[:k]
-    half = hadamard(runs)[:, columns] * rng.choice([-1, 1], size=k)
-    design = np.vstack([half, -half])
-    return design[rng.permutation(len(design))]
-
-
-def lehmer_decode(digits: list[int], items: list[str]) -> list[str]:
-    """Permutation of ``items`` from Lehmer digits d_i ∈ [0, n-1-i] (the last digit is implicitly 0)."""
-    pool, out = list(items), []
-    for d in digits:
-        out.append(pool.pop(d))
-    return out + pool
-
-
 @dataclass
-class SearchSpace:
+class SearchSpace(DesignSampler):
     path: Path
     base: dict[str, Any]
     params: dict[str, Dist]
@@ -195,36 +150,6 @@ class SearchSpace:
                 "views.order": "random_per_sample" if self.order == "random_per_sample" else "fixed",
                 "views.op_params": {op: p for op, p in op_params.items() if p}}
 
-    def two_level_factors(self) -> dict[str, list]:
-        """The Optuna params with exactly two choices: ops' ``use_<op>`` flags and two-way categoricals
-        such as ``views.mixback`` (conditional ones included: they stay balanced where they apply)."""
-        out = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) == 2}
-        out.update({f"use_{op}": d.choices for op, d in self.use.items()
-                    if isinstance(d, Dist) and d.kind == "categorical" and len(d.choices) == 2})
-        return out
-
-    def startup_design(self, num_samples: int, seed: int) -> list[dict[str, Any]]:
-        """The first trials of a sampled search: a two-level orthogonal array over the two-level factors.
-
-        An adaptive sampler soon stops trying the levels it learns to avoid, so the ops it keeps on are
-        on in nearly every trial and each other's proxies, and their effects cannot be read afterwards.
-        The columns of a Sylvester-Hadamard matrix (Plackett-Burman) put every factor on in half of
-        these trials and every pair in all four combinations equally often, so on/off effects are
-        estimable and uncorrelated however the sampler goes on. The other params of these trials are
-        the sampler's start-up (random) draws. None when the search is too short to spend a third of it
-        on the design, or the space says ``startup: sampler`` (then the sampler's own start-up applies)."""
-        factors = self.two_level_factors()
-        if self.sampler in ENUMERATED or self.startup != "design" or not factors:
-            return []
-        runs = two_level_runs(len(factors))
-        if 3 * runs > num_samples:
-            return []
-        rng = np.random.default_rng(seed)
-        columns = rng.permutation(np.arange(1, runs))[: len(factors)]
-        design = hadamard(runs)[rng.permutation(runs)][:, columns] * rng.choice([-1, 1], size=len(factors))
-        return [{name: choices[int(level > 0)] for name, choices, level in zip(factors, factors.values(), row)}
-                for row in design]
-
     def build(self, values: dict[str, Any]) -> RunConfig:
         """The run config of fixed base values plus sampled ones (dotted keys)."""
         cfg = config_from_dict(self.base_tree())
@@ -249,58 +174,6 @@ class SearchSpace:
         except ValueError as err:  # FixedTrial: a param this space suggests is missing
             raise SpaceError(f"{self.path}: params do not match this space: {err}") from None
         return config_from_dict(tree)
-
-    def design_factors(self) -> tuple[dict[str, list], dict[str, list]]:
-        """(two-level factors, categoricals with more than two choices) of a ``sampler: design`` space."""
-        two = self.two_level_factors()
-        many = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) > 2}
-        return two, many
-
-    def design_points(self, seed: int) -> list[dict[str, Any]]:
-        """The design's points: a resolution IV two-level fractional factorial (``fractional_factorial``)
-        over the two-level factors, crossed with every combination of the categoricals with more than
-        two choices (a product of orthogonal arrays is one: every level of every factor equally often,
-        every pair of factors' levels in proportion), in random order."""
-        rng = np.random.default_rng(seed)
-        two, many = self.design_factors()
-        rows: list[dict[str, Any]] = [{}]
-        if two:
-            rows = [{name: choices[int(level > 0)] for (name, choices), level in zip(two.items(), row)}
-                    for row in fractional_factorial(len(two), rng)]
-        crossed = [{**row, **dict(zip(many, combo))} for row in rows for combo in itertools.product(*many.values())]
-        return [crossed[i] for i in rng.permutation(len(crossed))]
-
-    def design_cells(self, seed: int) -> list[dict[str, Any]]:
-        """Every trial of a ``sampler: design`` search, as Optuna params to enqueue: each design point
-        ``replicates`` times (``replicate`` r sets the run's seed to base seed + r), each with a random
-        order of the candidate ops, so that the relative order of every pair of ops that are on varies
-        independently of the design. An odd replicate takes the reverse of the order the replicate before
-        it drew for the same point, so with an even number of replicates every pair of ops runs in each
-        order equally often at every design point (order terms orthogonal to the on/off factors).
-        Magnitudes and other continuous params are left to the sampler (random). Trials in random order."""
-        rng = np.random.default_rng([seed, 1])
-        points = self.design_points(seed)
-        cells = []
-        for r in range(self.replicates):
-            for i, point in enumerate(points):
-                if r % 2 == 0:
-                    order = [self.candidates[j] for j in rng.permutation(len(self.candidates))]
-                else:
-                    order = cells[(r - 1) * len(points) + i]["__order"][::-1]
-                cells.append({**point, "replicate": r, **self._order_params(order), "__order": order})
-        for cell in cells:
-            del cell["__order"]
-        return [cells[i] for i in rng.permutation(len(cells))]
-
-    def _order_params(self, order: list[str]) -> dict[str, Any]:
-        """The Optuna params that make the ops run in ``order`` (none for a fixed or per-sample order)."""
-        if len(self.candidates) < 2:
-            return {}
-        if self.order == "lehmer":
-            return {f"order_d{i}": d for i, d in enumerate(lehmer_encode(order, self.candidates))}
-        if self.order == "random_keys":
-            return {f"order_key_{op}": (rank + 0.5) / len(order) for rank, op in enumerate(order)}
-        return {}
 
     def grid(self) -> dict[str, list] | None:
         """The axes of a ``sampler: grid`` space (variant × categorical params), else None."""
@@ -493,15 +366,6 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
         raise SpaceError(f"replicates: got {replicates!r}; expected an integer >= 1")
     if "replicates" in raw and sampler != "design":
         raise SpaceError("replicates: only a 'sampler: design' space has replicates")
-    if sampler == "design":
-        if variants:
-            raise SpaceError("sampler: design takes on/off and categorical params and ops, not variants "
-                             "(a grid runs variants)")
-        if "seed" in params:
-            raise SpaceError("params.seed: a design sets the seed from its replicate; use replicates: N")
-        if not any(d.kind == "categorical" for d in params.values()) and not any(
-                isinstance(u, Dist) for u in use.values()):
-            raise SpaceError("sampler: design needs at least one on/off op or categorical param to vary")
     if sampler == "grid" and (not variants or any(d.kind != "categorical" for d in params.values()) or candidates):
         raise SpaceError("sampler: grid needs variants, categorical params only and no ops block")
     startup = raw.get("startup", "design")
@@ -509,6 +373,9 @@ def _parse(path: Path, raw: Any, digest: str) -> SearchSpace:
         raise SpaceError(f"startup: got {startup!r}; allowed: design, sampler")
     space = SearchSpace(path, base, params, candidates, use, magnitudes, order, variants, epochs, asha, trials,
                         resources, sampler, digest, startup, replicates)
+    problem = space.design_problem()
+    if problem:
+        raise SpaceError(problem)
     _check_configs(space)
     return space
 
