@@ -14,7 +14,7 @@ from scipy import stats as scipy_stats
 from analysis import stats
 from analysis.load import Experiment, rung_reached
 from analysis.plots import metric_label
-from analysis.trust import HIDE, SOURCE, TRUSTED
+from analysis.trust import ADJUSTED, DESIGN_RATES, DESIGN_SOURCE, HIDE, RATES, SOURCE, TRUSTED
 from uclser_tune.search import results
 from uclser_tune.search.spaces import SPACES_DIR
 from uclser_tune.search.state import LOST_NOTE
@@ -89,14 +89,15 @@ def header(exp: Experiment) -> list[str]:
     return lines
 
 
-def trust(reading: str, recovered: dict[str, tuple[int, int]] | None) -> tuple[str, str]:
-    """How a reading may be shown, from its planted-truth recovery rate (``analysis.trust.RATES``):
-    ("trusted" | "marked" | "hidden" | "untested", the phrase that states the rate). Trusted: recovered in
-    at least TRUSTED of the searches; marked: in some, but fewer; hidden: in at most HIDE of them."""
+def trust(reading: str, recovered: dict[str, tuple[int, int]] | None, source: str = SOURCE) -> tuple[str, str]:
+    """How a reading may be shown, from its planted-truth recovery rate (``analysis.trust.RATES``, measured
+    as ``source`` says): ("trusted" | "marked" | "hidden" | "untested", the phrase that states the rate with
+    its scope). Trusted: recovered in at least TRUSTED of the searches; marked: in some, but fewer; hidden:
+    in at most HIDE of them."""
     if not recovered or reading not in recovered:
-        return "untested", f"{reading} has no planted-truth recovery rate (not in {SOURCE})"
+        return "untested", f"{reading} has no planted-truth recovery rate (not in {source})"
     ok, n = recovered[reading]
-    rate = f"recovered the planted truth in {ok} of {n} planted-truth searches ({SOURCE})"
+    rate = f"recovered the planted truth in {ok} of {n} planted-truth searches ({source})"
     if ok / n >= TRUSTED:
         return "trusted", rate
     return ("hidden" if ok / n <= HIDE else "marked"), rate
@@ -111,6 +112,31 @@ def trust_line(reading: str, kind: str, rate: str) -> str:
         return (f"{reading} READ WITH CARE: this reading {rate}, below the {TRUSTED:.0%} "
                 "a reading needs to be shown unmarked")
     return f"{reading}: this reading {rate}" if kind == "trusted" else rate
+
+
+def adjusted_trust(exp: Experiment) -> tuple[str, str]:
+    """How the adjusted effects of ``exp`` may be shown (``trust``'s kind) and the line that says so, from
+    the planted-truth rate measured for the sampler and model they come from. A ``sampler: design`` search
+    is read with the design's own model (order rows, the replicate a block), so the rate that applies is the
+    design recovery's (``DESIGN_RATES``); the line states it as the one that applies, and the TPE searches'
+    rate beside it with its scope, as another sampler's and model's. Any other search takes the TPE rate."""
+    if stats.sampler_of(exp) != "design":
+        kind, rate = trust(ADJUSTED, RATES)
+        return kind, trust_line(ADJUSTED, kind, rate)
+    kind, rate = trust(ADJUSTED, DESIGN_RATES, DESIGN_SOURCE)
+    ok, n = RATES[ADJUSTED]
+    return kind, (f"{trust_line(ADJUSTED, kind, rate)}; that rate applies to this search, a design read with "
+                  f"the design's own model. The rate measured on TPE searches, {ok} of {n} ({SOURCE}), is of "
+                  "TPE's OLS without order rows and does not apply here")
+
+
+def importance_scope(exp: Experiment) -> list[str]:
+    """For a design search: the importance evaluators' rates are of TPE searches only (none was scored on a
+    design), so their marks carry that scope."""
+    if stats.sampler_of(exp) != "design":
+        return []
+    return [(f"the evaluators' planted-truth rates below were measured on TPE searches ({SOURCE}); none was "
+            "measured on a design, so their marks are the TPE searches', not this design's")]
 
 
 def importance_lines(rows: pd.DataFrame, stable: pd.DataFrame | None, top: int = 3,

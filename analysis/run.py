@@ -24,7 +24,7 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
     progress(f"{exp.path}: {len(exp.table)} trials ({exp.table_source}), rungs {exp.rungs}")
     sections, skipped = [], []
     recovered = trust.RATES  # planted-truth recovery per reading: what the report may show
-    adjusted_trust, adjusted_rate = report.trust(trust.ADJUSTED, recovered)
+    adjusted_trust, adjusted_line = report.adjusted_trust(exp)  # the rate of this search's sampler and model
 
     progress("adjusted effects (regression / variants against the default) ...")
     adjusted = stats.effects_adjusted(exp)
@@ -39,7 +39,7 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
                   "out, so its effect may load on the rows aliased with it")
         sections.append(Section(
             "Adjusted effects (95 % CI, Holm-corrected p)",
-            [f"estimates from {method}", report.trust_line(trust.ADJUSTED, adjusted_trust, adjusted_rate),
+            [f"estimates from {method}", adjusted_line,
              *(report.adjusted_lines(adjusted) if adjusted_trust != "hidden" else [])],
             plots.adjusted_effects(adjusted, out / "effects_adjusted.png"), [out / "effects_adjusted.csv"]))
     else:
@@ -55,7 +55,8 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
         stable.to_csv(out / "importance_stability.csv", index=False)
         files.append(out / "importance_stability.csv")
     if imp["importance"].notna().any():
-        sections.append(Section("Parameter importance", report.importance_lines(imp, stable, recovered=recovered),
+        sections.append(Section("Parameter importance", report.importance_scope(exp)
+                                + report.importance_lines(imp, stable, recovered=recovered),
                                 plots.importance(imp, out / "importance.png"), files))
         first = next(r for r in exp.rungs if f"knn_e{r}" in exp.table)
         study = importance.scope_study(exp, f"knn_e{first}")
@@ -121,10 +122,8 @@ def analyse(exp_dir: str | Path, out: str | Path | None = None,
                                     [(f"{filled} of {len(frame)} rows have a COMPLETE trial; the paper's column is "
                                      "best val kNN accuracy, set it against the best-over-epochs column")], None,
                                     [out / f"paper_{name}.csv", out / f"paper_{name}.md"], text))
-    verdict = (report.verdict_lines(exp, adjusted, extra=[report.trust_line(trust.ADJUSTED,
-                                                                           adjusted_trust, adjusted_rate)])
-               if adjusted_trust != "hidden" else [report.trust_line(trust.ADJUSTED, adjusted_trust,
-                                                                      adjusted_rate)])
+    verdict = (report.verdict_lines(exp, adjusted, extra=[adjusted_line]) if adjusted_trust != "hidden"
+               else [adjusted_line])
     path = report.write_report(exp, sections, skipped, out, verdict)
     progress(f"wrote {path}")
     return path

@@ -19,7 +19,7 @@ conditional on having been good early.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,14 @@ class Term:
     n_reference: int
     magnitude: bool = False
     block: bool = False  # in the model, not a finding: no row, not in the Holm family
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, the column by its values: the generated ``==`` would compare ``x`` elementwise and
+        ask the resulting array for one truth value, which raises whenever two terms share their labels."""
+        if not isinstance(other, Term):
+            return NotImplemented
+        return (all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name != "x")
+                and np.array_equal(self.x, other.x))
 
 
 def is_grid(table: pd.DataFrame) -> bool:

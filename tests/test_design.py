@@ -17,6 +17,7 @@ from analysis.load import Experiment
 from experiments.design_recovery import planted_rows, score
 from uclser_tune.config import config_from_dict
 from uclser_tune.search import results, surrogate
+from uclser_tune.search.design import crossed_size, mixed_design, mixed_runs
 from uclser_tune.search.spaces import (
     SpaceError,
     fractional_factorial,
@@ -182,3 +183,76 @@ def test_the_rows_are_the_explicit_design_matrix_fits(tmp_path):
         beta, *_ = np.linalg.lstsq(np.column_stack([X, pair]), y, rcond=None)
         assert got[f"order:{a},{b}"] == pytest.approx(beta[-1], abs=1e-10), (a, b)
     assert "replicate" not in got
+
+
+# ---------------------------------------------------------------- categoricals with more than two choices
+
+def slow_balance(two: list[list[int]], cats: list[list[int]], levels: list[int]) -> None:
+    """Counted in plain loops: every choice of a categorical equally often, at each level of every
+    two-level factor equally often, every pair of categoricals in every combination equally often, every
+    pair of two-level factors in all four, and no two-level main effect aliased with a two-level 2fi."""
+    n, k = len(two), len(two[0]) if two else 0
+    for j, m in enumerate(levels):
+        assert counts([(r[j],) for r in cats]) == {(lvl,): n // m for lvl in range(m)}
+        for a in range(k):
+            assert counts([(c[j], t[a]) for c, t in zip(cats, two)]) == {
+                (lvl, s): n // (2 * m) for lvl in range(m) for s in (-1, 1)}
+    for i, j in itertools.combinations(range(len(levels)), 2):
+        assert counts([(r[i], r[j]) for r in cats]) == {
+            (a, b): n // (levels[i] * levels[j]) for a in range(levels[i]) for b in range(levels[j])}
+    for a, b in itertools.combinations(range(k), 2):
+        assert counts([(r[a], r[b]) for r in two]) == {c: n // 4 for c in itertools.product([-1, 1], repeat=2)}
+    for a, b, c in itertools.product(range(k), repeat=3):
+        if b < c and a not in (b, c):
+            assert sum(r[a] * r[b] * r[c] for r in two) == 0, (a, b, c)
+
+
+@pytest.mark.parametrize("k, levels, seed", [(10, [4], 0), (5, [4], 1), (4, [4], 2), (3, [4, 4], 3), (6, [8], 4),
+                                              (5, [4, 8], 5), (0, [4, 4, 4], 6)])
+def test_mixed_design_is_balanced_by_the_slow_count(k, levels, seed):
+    two, cats = mixed_design(k, levels, np.random.default_rng(seed))
+    assert len(two) == len(cats) == 2 * mixed_runs(k, levels)
+    slow_balance(two.tolist() if k else [[] for _ in cats], cats.tolist(), levels)
+
+
+def test_a_four_choice_categorical_is_built_into_the_array_not_crossed(tmp_path):
+    space = small_space(tmp_path, params={**SPACE["params"], "train.batch_size": {"categorical": [16, 32, 64, 128]}})
+    assert list(space.embedded_categoricals()) == ["train.batch_size"]
+    cells = space.design_cells(seed=0)
+    # 5 two-level factors and 3 columns for the categorical: 16 runs, folded over, 2 replicates; the cross
+    # would be 16 x 4 points
+    assert len(cells) == space.grid_size() == 16 * 2 * 2 < crossed_size(5, [4]) * 2
+    assert cells == space.design_cells(seed=0) and cells != space.design_cells(seed=1)
+    factors = ["views.mixback", *(f"use_{op}" for op in OPS)]
+    points = [c for c in cells if c["replicate"] == 0]
+    two = [[1 if c[f] is True else -1 for f in factors] for c in points]
+    choices = [16, 32, 64, 128]
+    slow_balance(two, [[choices.index(c["train.batch_size"])] for c in points], [4])
+    for c in cells[:4]:
+        assert space.config_for({**c, "noise_sigma_max": 0.01}).train.batch_size == c["train.batch_size"]
+
+
+def test_a_three_choice_categorical_is_crossed(tmp_path):
+    space = small_space(tmp_path, params={**SPACE["params"], "train.tau": {"categorical": [0.1, 0.2, 0.5]}})
+    assert space.embedded_categoricals() == {}
+    points = space.design_points(seed=0)
+    factors = ["views.mixback", *(f"use_{op}" for op in OPS)]
+    assert len(points) == 16 * 3  # every run of the two-level array with every choice
+    by_run = {}
+    for p in points:
+        by_run.setdefault(tuple(p[f] for f in factors), []).append(p["train.tau"])
+    assert len(by_run) == 16 and all(sorted(v) == [0.1, 0.2, 0.5] for v in by_run.values())
+
+
+def test_a_space_without_such_categoricals_keeps_the_designs_it_ran():
+    """``augs_design.yaml`` has only two-level factors: its cells are still those of the committed
+    design-recovery searches (each trial's params as enqueued; a conditional param not asked is absent)."""
+    space = load_space("augs_design.yaml")
+    for seed in (0, 3):
+        table = pd.read_parquet(Path(__file__).resolve().parents[1] / "results" / "design_order" / f"seed{seed}"
+                                / "trials.parquet").sort_values("optuna_number")
+        cells = space.design_cells(seed)
+        assert len(cells) == len(table)
+        for cell, (_, row) in zip(cells, table.iterrows()):
+            asked = {k: v for k, v in cell.items() if row[f"param_{k}"] is not None and not pd.isna(row[f"param_{k}"])}
+            assert {k: row[f"param_{k}"] for k in asked} == asked

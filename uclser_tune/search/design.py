@@ -5,7 +5,9 @@ two-way categoricals), so that every factor is on in half the trials and every p
 combinations equally often: on/off effects are then estimable and uncorrelated, which an adaptive
 sampler's own trials do not give (it soon stops trying the levels it learns to avoid). The arrays
 come from Sylvester's Hadamard matrices (Plackett-Burman); ``sampler: design`` folds them over for
-resolution IV and crosses them with the other categoricals and with random op orders.
+resolution IV, gives a categorical with a power-of-two number of choices its own group of Hadamard
+columns (the method of replacement) where that takes fewer runs than crossing it, crosses them with
+the other categoricals, and draws random op orders.
 
 ``DesignSampler`` is a mixin of ``spaces.SearchSpace``: it reads the space's ``params``, ``use``,
 ``candidates``, ``order``, ``sampler``, ``startup`` and ``replicates``.
@@ -72,6 +74,71 @@ def fractional_factorial(k: int, rng: np.random.Generator) -> np.ndarray:
     return design[rng.permutation(len(design))]
 
 
+def column_span(generators: list[int]) -> set[int]:
+    """The Hadamard columns a factor built on the columns ``generators`` fixes: every non-empty product of
+    them. In Sylvester's matrix column j has entry (-1)^popcount(i & j) in row i, so the product of columns
+    a and b is column a XOR b, and the products of the generators are their non-zero XOR combinations."""
+    out = {0}
+    for g in generators:
+        out |= {x ^ g for x in out}
+    return out - {0}
+
+
+def is_power_of_two(m: int) -> bool:
+    return m >= 2 and m & (m - 1) == 0
+
+
+def mixed_runs(k: int, levels: list[int]) -> int:
+    """The Hadamard order ``mixed_design`` uses for ``k`` two-level factors and categoricals with
+    ``levels`` choices (powers of two): the smallest power of two (at least ``two_level_runs(k)``) with a
+    column bit for every generator of every categorical (each gets log2(m) bits of its own, so any two
+    are balanced against each other) and, besides the columns those fix, a column for every two-level
+    factor. The design has twice as many runs (folded over)."""
+    runs = two_level_runs(k)
+    dims = sum(m.bit_length() - 1 for m in levels)
+    while runs.bit_length() - 1 < dims or runs - 1 - sum(m - 1 for m in levels) < k:
+        runs *= 2
+    return runs
+
+
+def mixed_design(k: int, levels: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A balanced design for ``k`` two-level factors (levels +-1) and categoricals with ``levels`` choices,
+    each a power of two (levels 0 .. m-1): the two-level factors and the categoricals an orthogonal array
+    of strength 2, by the method of replacement (Addelman 1962; Wu and Hamada, "Experiments", ch. 7): a
+    categorical with m = 2^p choices takes p generator columns of Sylvester's Hadamard matrix of order
+    ``mixed_runs``, its level the p sign bits, and every product of them (m - 1 columns, ``column_span``)
+    is kept from the two-level factors, which take ``k`` of the remaining columns with random signs. Then
+    every choice appears equally often, at each level of every two-level factor equally often, and every
+    pair of categoricals in all combinations equally often. Folded over (the array stacked on its negative:
+    a categorical's bits flip, level m-1-l), so the two-level factors keep resolution IV as in
+    ``fractional_factorial``; a categorical's contrasts that are products of an even number of its bits are
+    unchanged by the fold, so they may alias two-factor interactions of two-level factors (its main effect
+    stays orthogonal to every other main effect). 2 · ``mixed_runs`` runs in random order; returns (the
+    two-level columns, the categoricals' level indices)."""
+    runs = mixed_runs(k, levels)
+    bits = rng.permutation(runs.bit_length() - 1)
+    generators, fixed, start = [], set(), 0
+    for m in levels:
+        p = m.bit_length() - 1
+        generators.append([1 << int(b) for b in bits[start:start + p]])
+        fixed |= column_span(generators[-1])
+        start += p
+    free = np.array([c for c in range(1, runs) if c not in fixed])
+    h = hadamard(runs)
+    two = h[:, rng.permutation(free)[:k]] * rng.choice([-1, 1], size=k)
+    cats = np.column_stack([sum((h[:, g] < 0).astype(int) << t for t, g in enumerate(gens)) for gens in generators])
+    two = np.vstack([two, -two])
+    cats = np.vstack([cats, np.array(levels) - 1 - cats])
+    order = rng.permutation(len(two))
+    return two[order], cats[order]
+
+
+def crossed_size(k: int, levels: list[int]) -> int:
+    """Runs of ``fractional_factorial(k)`` crossed with every combination of ``levels`` choices."""
+    runs = two_level_runs(k)
+    return (1 if k == 0 else min(2 ** k, 2 * runs)) * int(np.prod(levels, dtype=int))
+
+
 class DesignSampler:
     """The designs of a search space (mixed into ``SearchSpace``)."""
 
@@ -119,15 +186,39 @@ class DesignSampler:
         many = {k: d.choices for k, d in self.params.items() if d.kind == "categorical" and len(d.choices) > 2}
         return two, many
 
+    def embedded_categoricals(self) -> dict[str, list]:
+        """The categoricals with more than two choices that ``design_points`` builds into the array
+        (``mixed_design``) instead of crossing: those with a power-of-two number of choices, when that takes
+        fewer runs than crossing them. A categorical with another number of choices (3, 5, 6, ...) is
+        crossed: the array has a power-of-two number of runs, and its choices can be equally often at each
+        level of a two-level factor only when twice their number divides the runs, which a number with an
+        odd factor above 1 never does; crossing gives every choice each design point once."""
+        two, many = self.design_factors()
+        embed = {k: c for k, c in many.items() if is_power_of_two(len(c))}
+        if not embed:
+            return {}
+        levels = [len(c) for c in embed.values()]
+        return embed if 2 * mixed_runs(len(two), levels) < crossed_size(len(two), levels) else {}
+
     def design_points(self, seed: int) -> list[dict[str, Any]]:
         """The design's points: a resolution IV two-level fractional factorial (``fractional_factorial``)
-        over the two-level factors, crossed with every combination of the categoricals with more than
-        two choices (a product of orthogonal arrays is one: every level of every factor equally often,
-        every pair of factors' levels in proportion), in random order."""
+        over the two-level factors, with the categoricals that ``embedded_categoricals`` names built into
+        the same array (``mixed_design``: every choice equally often, balanced against every two-level
+        factor and every other such categorical), crossed with every combination of the other categoricals
+        with more than two choices (a product of orthogonal arrays is one: every level of every factor
+        equally often, every pair of factors' levels in proportion), in random order."""
         rng = np.random.default_rng(seed)
         two, many = self.design_factors()
+        embed = self.embedded_categoricals()
+        many = {k: c for k, c in many.items() if k not in embed}
         rows: list[dict[str, Any]] = [{}]
-        if two:
+        if embed:
+            array, cats = mixed_design(len(two), [len(c) for c in embed.values()], rng)
+            perms = [rng.permutation(len(c)) for c in embed.values()]  # which choice each level index is
+            rows = [{**{name: choices[int(level > 0)] for (name, choices), level in zip(two.items(), row)},
+                     **{name: choices[int(perm[i])] for (name, choices), perm, i in zip(embed.items(), perms, idx)}}
+                    for row, idx in zip(array, cats)]
+        elif two:
             rows = [{name: choices[int(level > 0)] for (name, choices), level in zip(two.items(), row)}
                     for row in fractional_factorial(len(two), rng)]
         crossed = [{**row, **dict(zip(many, combo))} for row in rows for combo in itertools.product(*many.values())]
