@@ -15,8 +15,9 @@ of the process and every descendant it waited for, and the peak RSS of the large
    ``ray start --block`` process group (in a private network namespace where one can be made). A driver
    puts the store into the object store as the search ships it (``shipped_store``, per dtype) and a
    task pinned to the worker node pulls it (the second node's copy). Then the search CLI runs 2 trials
-   at once on the worker node (ResNet-18 at full width, batch 128, 1 epoch of a few batches, the kNN
-   on the whole val split) for each dtype, while this process samples every process of the worker
+   at once on the worker node (ResNet-18 at 1/4 width, batch 128, 1 epoch of 2 batches, the kNN on the
+   whole val split: at full width that kNN alone is ~10 TFLOP per trial, too long for a shared 2-core
+   machine; on a GPU node the model and its activations live on the GPU anyway) for each dtype, while this process samples every process of the worker
    node: the sum of PSS (each shared page counted once across the node, the object store's pages
    included) is the node's memory; USS per trial and the raylet's shared-memory RSS (the store's
    pages on the node) are its parts.
@@ -33,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -107,6 +107,31 @@ def planned_frames(size: str, seed: int = 0) -> dict[str, int]:
     return out
 
 
+def g5_fit(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per store (this synthetic set, FSDnoisy18k) and dtype: the worker node's memory with 2 trials (the
+    measured node, its store swapped for that store), whether it fits a g5.2xlarge's RAM and default
+    object store, and the GPU memory the 2 trials' resident frames take (each trial moves its pretrain
+    and val frames onto the GPU, in the store's dtype)."""
+    out = []
+    sizes, trials = r.get("sizes"), r.get("ray", {}).get("trials", {})
+    if not sizes:
+        return out
+    stores = {"synthetic full": sizes["frames"], "FSDnoisy18k": FSD_FRAMES}
+    for name, frames in stores.items():
+        for dtype in DTYPES:
+            shipped = store_bytes(frames, dtype)["total"]
+            row = {"store": name, "dtype": dtype, "store_bytes": shipped,
+                   "gpu_frames_2_trials_bytes": 2 * (frame_bytes(frames["pretrain"], dtype)
+                                                     + frame_bytes(frames["val"], dtype)),
+                   "store_fits_object_store": shipped <= OBJECT_STORE_SHARE * G5_RAM}
+            if m := trials.get(dtype):
+                measured_store = store_bytes(sizes["frames"], dtype)["total"]
+                row["node_bytes"] = scaled_node_peak(m["node_peak_pss_bytes"], measured_store, shipped)
+                row.update(node_fit(row["node_bytes"], shipped))
+            out.append(row)
+    return out
+
+
 def cpu_s(ru: Any) -> float:
     return ru.ru_utime + ru.ru_stime
 
@@ -153,12 +178,20 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{t['pull_cpu_s']:.2f} s (both nodes)", f"{t['load'][0]:.1f}")
             add(f"{dtype}: a second get on that node", f"{t['local_get_s'] * 1000:.0f} ms")
     for dtype, m in (ray or {}).get("trials", {}).items():
-        add(f"{dtype}: worker node with 2 trials, peak (sum of PSS)",
+        add(f"{dtype}: worker node with 2 trials (ResNet-18 x1/4, CPU), peak (sum of PSS)",
             f"{m['node_peak_pss_bytes'] / GB:.2f} GB (object store on the node {m['store_shm_bytes'] / GB:.2f} GB, "
             f"trials' USS {' + '.join(f'{u / GB:.2f}' for u in m['trial_uss_bytes'])} GB)",
             f"{m['cpu_s']:.0f} s (search CLI)", f"{m['load_before'][0]:.1f} / {m['load_after'][0]:.1f}")
     head = ["| figure | value | CPU s (user+sys) | load 1 min (before / after) |", "|---|---|---|---|"]
-    return "\n".join(head + rows)
+    fit = ["", "| store | dtype | store GB | worker node with 2 trials GB | fits 32 GiB RAM | fits the default "
+           "object store (30 %) | 2 trials' frames on the GPU GB (of 24) |", "|---|---|---|---|---|---|---|"]
+    for f in g5_fit(r):
+        node = f"{f['node_bytes'] / GB:.2f}" if "node_bytes" in f else "not measured"
+        fit.append(f"| {f['store']} | {f['dtype']} | {f['store_bytes'] / GB:.2f} | {node} | "
+                   f"{'-' if 'node_fits_ram' not in f else 'yes' if f['node_fits_ram'] else 'no'} | "
+                   f"{'yes' if f['store_fits_object_store'] else 'no'} | "
+                   f"{f['gpu_frames_2_trials_bytes'] / GB:.2f} |")
+    return "\n".join(head + rows + (fit if len(fit) > 3 else []))
 
 
 # ---------------------------------------------------------------- measuring
@@ -346,7 +379,7 @@ def stage_transfer(out: Path, address: str, node_pids: dict[str, int]) -> None:
 TRIAL_SPACE = """\
 description: Two trials at once on one node, for the full-size memory benchmark (benchmarks/full_size.py).
 base:
-  model: {encoder: resnet18, width: 1.0}
+  model: {encoder: resnet18, width: 0.25}
   train: {batch_size: 128, max_batches_per_epoch: 2}
 params:
   train.tau: {float: [0.1, 0.3], log: true}
@@ -355,16 +388,6 @@ asha: {grace_period: 1, reduction_factor: 2}
 trials: {num_samples: 2, max_concurrent: 2}
 resources: {cpu: 1}
 """
-
-
-def free_port(ip: str) -> int:
-    """A GCS port whose block of node ports (port .. port + 300) misses Ray's 8265 and 10001."""
-    while True:
-        with socket.socket() as s:
-            s.bind((ip, 0))
-            port = s.getsockname()[1]
-        if port + 300 < 65536 and not any(port <= reserved < port + 300 for reserved in (8265, 10001)):
-            return port
 
 
 def stage_ray(out: Path, log_dir: Path) -> dict[str, Any]:
@@ -382,7 +405,7 @@ def stage_ray(out: Path, log_dir: Path) -> dict[str, Any]:
             return super()._launch(name, HEAD_IP if name == "head" else WORKER_IP, args, masked)
 
     isolate = lc.namespaces_work()
-    cluster = Cluster(workers=1, worker_cpus=2, head_cpus=0, port=6490 if isolate else free_port(HEAD_IP),
+    cluster = Cluster(workers=1, worker_cpus=2, head_cpus=0, port=6490 if isolate else lc.free_port(),
                       root=tempfile.mkdtemp(prefix="fs", dir="/tmp"), isolate=isolate)
     result: dict[str, Any] = {"network_namespace": "private" if isolate else "host"}
     try:

@@ -66,7 +66,9 @@ def test_markdown_names_every_figure():
     table = fs.markdown(results)
     lines = table.splitlines()
     assert lines[0].startswith("| figure | value | CPU s")
-    assert all(line.count("|") == 5 for line in lines)
+    figures = lines[: lines.index("")]
+    assert all(line.count("|") == 5 for line in figures)
+    assert all(line.count("|") == 8 for line in lines[len(figures) + 1 :])
     assert "| frames from the generator's plan = extracted | yes |" in table
     for needle in ("15,820 / 1,780 / 940", "20.0 h", "550 s", "1100 s", "6,000,000", "2.30 GB",  # f32 pretrain
                    "1.15 GB", "0.0020 log10", "0.68 GB/s", "4.00 GB", "1.10 + 1.00", "3.0 / 4.0"):
@@ -94,3 +96,26 @@ def test_planned_frames_match_the_extractor_clip_by_clip(tmp_path):
     for name in planned:
         assert planned[name] == sum(1 + max(int(r["seconds"] * SR), SR) // 220 for r in rows
                                     if split[r["split"]] == name)
+
+
+def test_g5_fit_swaps_the_store_and_counts_two_trials_frames_on_the_gpu():
+    frames = {"pretrain": 6_000_000, "val": 700_000, "test": 380_000}
+    f32 = fs.store_bytes(frames, "float32")["total"]
+    r = {"sizes": {"frames": frames},
+         "ray": {"trials": {"float32": {"node_peak_pss_bytes": f32 + 3e9, "store_shm_bytes": f32,
+                                        "trial_uss_bytes": [1e9, 1e9], "cpu_s": 1.0,
+                                        "load_before": [1.0], "load_after": [1.0]}}}}
+    rows = {(x["store"], x["dtype"]): x for x in fs.g5_fit(r)}
+    assert len(rows) == 4
+    mine = rows[("synthetic full", "float32")]
+    assert mine["node_bytes"] == pytest.approx(f32 + 3e9) and mine["node_fits_ram"]
+    assert mine["gpu_frames_2_trials_bytes"] == 2 * 6_700_000 * 96 * 4
+    fsd = rows[("FSDnoisy18k", "float32")]
+    fsd_store = sum(fs.FSD_FRAMES.values()) * 96 * 4
+    assert fsd["store_bytes"] == fsd_store and fsd["node_bytes"] == pytest.approx(fsd_store + 3e9)
+    assert "node_bytes" not in rows[("FSDnoisy18k", "float16")]  # float16 trials were not measured here
+    assert rows[("FSDnoisy18k", "float16")]["store_fits_object_store"]
+    table = fs.markdown({**r, "sizes": {**r["sizes"], "planned_frames": frames, "disk_bytes": 1e9, "min": -8.0,
+                                        "max": 2.0, "float16_max_abs_error": 0.002,
+                                        "bytes": {d: fs.store_bytes(frames, d) for d in fs.DTYPES}}})
+    assert "fits 32 GiB RAM" in table and "| FSDnoisy18k | float16 | 2.94 | not measured | - | yes |" in table
