@@ -221,17 +221,19 @@ def du(path: Path) -> int:
 
 
 def smaps(pid: int) -> dict[str, int]:
-    """Rss, Pss, private (USS) and shared-memory RSS of a process, in bytes (``smaps_rollup``)."""
+    """Rss, Pss, private (USS) and shared-memory RSS (the object store's pages it maps) of a process, in
+    bytes (``smaps_rollup`` and ``status``)."""
     out = {}
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if rest.strip().endswith("kB"):
-                    out[key] = int(rest.split()[0]) * 1024
+        for name in ("smaps_rollup", "status"):
+            with open(f"/proc/{pid}/{name}") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    if rest.strip().endswith("kB"):
+                        out[key] = int(rest.split()[0]) * 1024
     except OSError:
         return {}
-    return {"rss": out.get("Rss", 0), "pss": out.get("Pss", 0), "shmem": out.get("Pss_Shmem", 0),
+    return {"rss": out.get("Rss", 0), "pss": out.get("Pss", 0), "shmem": out.get("RssShmem", 0),
             "uss": out.get("Private_Clean", 0) + out.get("Private_Dirty", 0)}
 
 
@@ -390,7 +392,8 @@ resources: {cpu: 1}
 """
 
 
-def stage_ray(out: Path, log_dir: Path) -> dict[str, Any]:
+def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
+    """Fills ``result`` step by step, calling ``save()`` after each (a long run keeps what it measured)."""
     sys.path.insert(0, str(ROOT / "cluster"))
     import local_cluster as lc
 
@@ -407,7 +410,8 @@ def stage_ray(out: Path, log_dir: Path) -> dict[str, Any]:
     isolate = lc.namespaces_work()
     cluster = Cluster(workers=1, worker_cpus=2, head_cpus=0, port=6490 if isolate else lc.free_port(),
                       root=tempfile.mkdtemp(prefix="fs", dir="/tmp"), isolate=isolate)
-    result: dict[str, Any] = {"network_namespace": "private" if isolate else "host"}
+    result.clear()
+    result["network_namespace"] = "private" if isolate else "host"
     try:
         cluster.start()
         pids = {n.name: n.pid for n in cluster.nodes}
@@ -417,6 +421,7 @@ def stage_ray(out: Path, log_dir: Path) -> dict[str, Any]:
         result["transfer_stage"] = measured([*py, "_stage", "transfer", "--out", str(out), "--address", cluster.address,
                                              "--node-pids", json.dumps(pids)], env, log_dir / "transfer.log")
         result["transfer"] = json.loads((out / "transfer.json").read_text())
+        save()
         space = out / "two_trials.yaml"
         space.write_text(TRIAL_SPACE)
         result["trials"] = {}
@@ -442,10 +447,10 @@ def stage_ray(out: Path, log_dir: Path) -> dict[str, Any]:
                 "trial_uss_bytes": trials,
                 "processes": {str(pid): {"cmd": cmd, **m} for pid, (cmd, m) in peak["processes"].items()},
                 "experiment": str(out / "runs" / name)}
+            save()
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
-    return result
 
 
 def machine() -> dict[str, Any]:
@@ -514,8 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         results["sizes"] = {**stage_sizes(a.out), "load": load()}
         save()
     if "ray" in a.stages:
-        results["ray"] = stage_ray(a.out, log_dir)
-        save()
+        results["ray"] = {}
+        stage_ray(a.out, log_dir, results["ray"], save)
     print(markdown(results))
     return 0
 
