@@ -46,9 +46,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_IP, WORKER_IP = "127.0.0.30", "127.0.0.31"
-STAGES = ("generate", "extract", "sizes", "ray")
+STAGES = ("generate", "extract", "standin", "sizes", "ray")
 DTYPES = ("float16", "float32")
 N_MELS = 96
+HOP_FRAMES = 220  # samples per frame at 22,050 Hz (uclser_tune.data.params.HOP)
 MB, GB = 1e6, 1e9
 # A g5.2xlarge worker (cluster/gpu.yaml): 32 GiB of RAM, one A10G with 24 GB, 8 vCPUs. Ray's default
 # object store is 30 % of the memory available when the node starts (ray 2.60,
@@ -158,16 +159,20 @@ def markdown(r: dict[str, Any]) -> str:
         add("store reuse (up to date)", f"{e['reuse_wall_s']:.2f} s")
     if s := r.get("sizes"):
         f = s["frames"]
-        add("frames from the generator's plan = extracted", "yes" if s["planned_frames"] == f else
-            f"no: planned {s['planned_frames']}")
+        if s.get("standin"):
+            add("store used below", "stand-in: the plan's exact shape, random frames (extraction not finished)")
+        else:
+            add("frames from the generator's plan = extracted", "yes" if s["planned_frames"] == f else
+                f"no: planned {s['planned_frames']}")
         add("frames pretrain / val / test", f"{f['pretrain']:,} / {f['val']:,} / {f['test']:,}")
         for dtype in DTYPES:
             b = s["bytes"][dtype]
             add(f"store in {dtype}: pretrain / all splits",
                 f"{b['pretrain'] / GB:.2f} GB / {b['total'] / GB:.2f} GB")
         add("store on disk (float32 .npy + index)", f"{s['disk_bytes'] / GB:.2f} GB")
-        add("float16 rounding: largest error", f"{s['float16_max_abs_error']:.4f} log10 units "
-            f"(values {s['min']:.2f} to {s['max']:.2f})")
+        if not s.get("standin"):
+            add("float16 rounding: largest error", f"{s['float16_max_abs_error']:.4f} log10 units "
+                f"(values {s['min']:.2f} to {s['max']:.2f})")
     if (ray := r.get("ray")) and "transfer" in ray:
         for dtype, t in ray["transfer"].items():
             add(f"{dtype}: into the object store (ray.put)",
@@ -294,6 +299,50 @@ def stage_extract(out: Path) -> None:
     (out / "store_path.txt").write_text(str(store.path))
 
 
+def stage_standin(out: Path, seed: int = 0) -> None:
+    """A store of the set's exact shape (every clip's frame count from the generator's plan, labels from
+    the CSVs) with random frames, written where the search looks for the store of ``out/data`` and
+    keyed to that data's fingerprint, so the search takes it as up to date. For the object-store and
+    memory figures only, which depend on the store's shape and not its values: when the extraction
+    cannot finish on a loaded machine."""
+    import hashlib
+
+    from uclser_tune.data.features import PARAMS
+    from uclser_tune.data.fsd import SPLITS, read_dataset
+    from uclser_tune.data.store import FORMAT_VERSION, cache_dir, fingerprint
+    from uclser_tune.data.synth import SR, _plan
+
+    root = (out / "data").resolve()
+    size = json.loads((out / "generate.json").read_text())["size"]
+    seconds = {r["fname"]: r["seconds"] for r in _plan(seed, size)}
+    # the folder open_store uses for a data root (uclser_tune.data.store.open_store)
+    store_dir = cache_dir(str(out / "cache")) / f"store-{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}"
+    shutil.rmtree(store_dir, ignore_errors=True)
+    store_dir.mkdir(parents=True)
+    dataset = read_dataset(root)
+    rng = np.random.default_rng(seed)
+    meta_splits = {}
+    for name in SPLITS:
+        table = dataset.splits[name]
+        lengths = np.array([1 + max(int(seconds[f] * SR), SR) // HOP_FRAMES for f in table["fname"]], np.int64)
+        frames = np.lib.format.open_memmap(store_dir / f"{name}_frames.npy", "w+", np.float32, (int(lengths.sum()), N_MELS))
+        for i in range(0, len(frames), 1 << 20):
+            chunk = frames[i : i + (1 << 20)]
+            chunk[:] = rng.standard_normal(chunk.shape, dtype=np.float32) * 1.5 - 3.0  # log10 mel power's scale
+        frames.flush()
+        del frames
+        np.savez(store_dir / f"{name}_index.npz", offsets=np.cumsum(lengths) - lengths, lengths=lengths,
+                 labels=table["label_id"].to_numpy().astype(np.int64))
+        (store_dir / f"{name}_clips.json").write_text(json.dumps([str(f) for f in table["fname"]]))
+        meta_splits[name] = {"clips": len(lengths), "frames": int(lengths.sum()), "skipped": 0}
+    (store_dir / "skipped.csv").write_text("path,reason\n")
+    meta = {"format": FORMAT_VERSION, "params": PARAMS, "fingerprint": fingerprint(root), "classes": dataset.classes,
+            "mean": -3.0, "std": 1.5, "splits": meta_splits, "norm_basis": "pretrain", "skipped": 0,
+            "data_root": str(root), "standin": "random frames of the plan's shape (benchmarks/full_size.py)"}
+    (store_dir / "store.json").write_text(json.dumps(meta, indent=1))
+    (out / "store_path.txt").write_text(str(store_dir))
+
+
 def float16_error(frames: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float, float]:
     """Largest |x - float16(x)| over the frames, and their minimum and maximum (read in chunks)."""
     err, lo, hi = 0.0, np.inf, -np.inf
@@ -309,11 +358,12 @@ def stage_sizes(out: Path) -> dict[str, Any]:
 
     store = FeatureStore.load((out / "store_path.txt").read_text())
     frames = {n: len(s.frames) for n, s in store.splits.items()}
-    err, lo, hi = 0.0, np.inf, -np.inf
-    for s in store.splits.values():
+    standin = "standin" in json.loads((store.path / "store.json").read_text())
+    err, lo, hi = (float("nan"),) * 3 if standin else (0.0, np.inf, -np.inf)
+    for s in [] if standin else store.splits.values():  # random frames say nothing about float16 rounding
         e, a, b = float16_error(s.frames)
         err, lo, hi = max(err, e), min(lo, a), max(hi, b)
-    return {"frames": frames, "planned_frames": planned_frames(json.loads((out / "generate.json").read_text())["size"]),
+    return {"frames": frames, "standin": standin, "planned_frames": planned_frames(json.loads((out / "generate.json").read_text())["size"]),
             "clips": {n: len(s.lengths) for n, s in store.splits.items()},
             "bytes": {d: store_bytes(frames, d) for d in DTYPES}, "disk_bytes": du(store.path),
             "float16_max_abs_error": err, "min": lo, "max": hi, "mean": store.mean, "std": store.std,
@@ -478,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         a = p.parse_args(argv[1:])
         if a.stage == "transfer":
             stage_transfer(a.out, a.address, json.loads(a.node_pids))
+        elif a.stage == "standin":
+            stage_standin(a.out)
         elif a.stage == "generate":
             stage_generate(a.out, a.size)
         else:
@@ -508,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         run = measured([*py, "generate", "--out", str(a.out), "--size", a.size], log=log_dir / "generate.log")
         results["generate"] = {**run, "summary": json.loads((a.out / "generate.json").read_text()),
                                "wav_bytes": du(a.out / "data")}
+        save()
+    if "standin" in a.stages:
+        run = measured([*py, "standin", "--out", str(a.out)], log=log_dir / "standin.log")
+        results["standin"] = run
         save()
     if "extract" in a.stages:
         shutil.rmtree(a.out / "cache", ignore_errors=True)
