@@ -30,6 +30,7 @@ figures already in the JSON. Only processes this benchmark started are ever stop
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -458,49 +459,62 @@ def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
             return super()._launch(name, HEAD_IP if name == "head" else WORKER_IP, args, masked)
 
     isolate = lc.namespaces_work()
-    cluster = Cluster(workers=1, worker_cpus=2, head_cpus=0, port=6490 if isolate else lc.free_port(),
-                      root=tempfile.mkdtemp(prefix="fs", dir="/tmp"), isolate=isolate)
     result.clear()
     result["network_namespace"] = "private" if isolate else "host"
-    try:
-        cluster.start()
+
+    @contextlib.contextmanager
+    def fresh_cluster():
+        """A new head and worker for each measurement: Ray's object store keeps the pages it has touched
+        resident after their objects are freed, so a node that once held the float32 store would count it
+        in a later float16 measurement."""
+        cluster = Cluster(workers=1, worker_cpus=2, head_cpus=0, port=6490 if isolate else lc.free_port(),
+                          root=tempfile.mkdtemp(prefix="fs", dir="/tmp"), isolate=isolate)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)
+
+    def env_of(cluster) -> dict[str, str]:
+        return {**cluster.driver_env, "UCLSER_CACHE": str(out / "cache")}
+
+    with fresh_cluster() as cluster:
         pids = {n.name: n.pid for n in cluster.nodes}
-        worker_pid = pids[next(n.name for n in cluster.nodes if n.name != "head")]
         py = [*cluster.enter, sys.executable, "-m", "benchmarks.full_size"]
-        env = {**cluster.driver_env, "UCLSER_CACHE": str(out / "cache")}
         result["transfer_stage"] = measured([*py, "_stage", "transfer", "--out", str(out), "--address", cluster.address,
-                                             "--node-pids", json.dumps(pids)], env, log_dir / "transfer.log")
+                                             "--node-pids", json.dumps(pids)], env_of(cluster), log_dir / "transfer.log")
         result["transfer"] = json.loads((out / "transfer.json").read_text())
         save()
-        space = out / "two_trials.yaml"
-        space.write_text(TRIAL_SPACE)
-        result["trials"] = {}
-        for dtype in DTYPES:
+    space = out / "two_trials.yaml"
+    space.write_text(TRIAL_SPACE)
+    result["trials"] = {}
+    for dtype in DTYPES:
+        with fresh_cluster() as cluster:
+            worker_pid = next(n.pid for n in cluster.nodes if n.name != "head")
+            idle = {p: smaps(p) for p in [worker_pid, *lc._descendants(worker_pid)]}
             sampler = NodeSampler(worker_pid, lc._descendants)
-            baseline = sum(smaps(p).get("pss", 0) for p in [worker_pid, *lc._descendants(worker_pid)])
             sampler.start()
             name = f"two_trials_{dtype}"
             try:
                 run = measured([*cluster.enter, sys.executable, "-m", "uclser_tune.search", "--space", str(space),
                                 "--data", str(out / "data"), "--name", name, "--storage-path", str(out / "runs"),
                                 "--address", cluster.address, "--node-ip-address", HEAD_IP, "--gpus-per-trial", "0",
-                                "--set", f"data.store_dtype={dtype}"], env, log_dir / f"{name}.log")
+                                "--set", f"data.store_dtype={dtype}"], env_of(cluster), log_dir / f"{name}.log")
             finally:
                 peak = sampler.stop()
-            # the two trials: the two largest Ray worker processes by private memory
-            trials = sorted((m["uss"] for cmd, m in peak["processes"].values() if "ray::" in cmd), reverse=True)[:2]
-            result["trials"][dtype] = {
-                **run, "node_idle_pss_bytes": baseline, "node_peak_pss_bytes": peak["pss"],
-                "node_peak_uss_bytes": peak["uss"], "node_peak_rss_bytes": peak["rss"], "samples": sampler.samples,
-                "store_shm_bytes": max((m["shmem"] for cmd, m in peak["processes"].values() if "raylet" in cmd),
-                                       default=0),
-                "trial_uss_bytes": trials,
-                "processes": {str(pid): {"cmd": cmd, **m} for pid, (cmd, m) in peak["processes"].items()},
-                "experiment": str(out / "runs" / name)}
-            save()
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        # the two trials: the two largest Ray worker processes by private memory
+        trials = sorted((m["uss"] for cmd, m in peak["processes"].values() if "ray::" in cmd), reverse=True)[:2]
+        result["trials"][dtype] = {
+            **run, "node_idle_pss_bytes": sum(m.get("pss", 0) for m in idle.values()),
+            "node_idle_shm_bytes": sum(m.get("shmem", 0) for m in idle.values()),
+            "node_peak_pss_bytes": peak["pss"], "node_peak_uss_bytes": peak["uss"], "node_peak_rss_bytes": peak["rss"],
+            "samples": sampler.samples,
+            "store_shm_bytes": max((m["shmem"] for cmd, m in peak["processes"].values() if "raylet" in cmd), default=0),
+            "trial_uss_bytes": trials,
+            "processes": {str(pid): {"cmd": cmd, **m} for pid, (cmd, m) in peak["processes"].items()},
+            "experiment": str(out / "runs" / name)}
+        save()
 
 
 def machine() -> dict[str, Any]:
