@@ -496,6 +496,7 @@ def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
             sampler = NodeSampler(worker_pid, lc._descendants)
             sampler.start()
             name = f"two_trials_{dtype}"
+            shutil.rmtree(out / "runs" / name, ignore_errors=True)  # a new experiment, never a resumed one
             try:
                 run = measured([*cluster.enter, sys.executable, "-m", "uclser_tune.search", "--space", str(space),
                                 "--data", str(out / "data"), "--name", name, "--storage-path", str(out / "runs"),
