@@ -3,12 +3,16 @@ size in float32 and float16, its time into Ray's object store and onto a second 
 one node running 2 trials with it.
 
     python -m benchmarks.full_size --out /work/h_full_data [--json results/full_size/full_size.json]
+    python -m benchmarks.full_size --out /work/h_full_data --stages standin sizes ray   # without extracting
 
 Stages (each heavy one is a child process, measured with ``wait4``: wall seconds, user+sys CPU seconds
 of the process and every descendant it waited for, and the peak RSS of the largest of them):
 
 1. ``generate``: ``uclser_tune.data.synth.generate(size=full)`` with 2 workers.
 2. ``extract``: the feature store, built by ``open_store`` exactly where the search looks for it.
+2b. ``standin`` (instead of ``extract``, by hand): a store of the set's exact shape with random frames,
+   for the object-store and memory figures when the extraction cannot finish (they depend on the
+   store's shape only); ``sizes`` and the table say when it was used.
 3. ``sizes``: frames per split, bytes in float32 and float16 (frames × 96 × itemsize), the store on disk,
    and the largest error of rounding the frames to float16 (log10 units).
 4. ``ray``: a head (0 CPUs, 127.0.0.30) and one worker node (2 CPUs, 127.0.0.31), each its own
