@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_IP, WORKER_IP = "127.0.0.30", "127.0.0.31"
 STAGES = ("generate", "extract", "standin", "sizes", "ray")
@@ -193,8 +195,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"trials' USS {' + '.join(f'{u / GB:.2f}' for u in m['trial_uss_bytes'])} GB)",
             f"{m['cpu_s']:.0f} s (search CLI)", f"{m['load_before'][0]:.1f} / {m['load_after'][0]:.1f}")
     head = ["| figure | value | CPU s (user+sys) | load 1 min (before / after) |", "|---|---|---|---|"]
-    fit = ["", "| store | dtype | store GB | worker node with 2 trials GB | fits 32 GiB RAM | fits the default "
-           "object store (30 %) | 2 trials' frames on the GPU GB (of 24) |", "|---|---|---|---|---|---|---|"]
+    fit = ["", ("| store | dtype | store GB | worker node with 2 trials GB | fits 32 GiB RAM | fits the default "
+           "object store (30 %) | 2 trials' frames on the GPU GB (of 24) |"), "|---|---|---|---|---|---|---|"]
     for f in g5_fit(r):
         node = f"{f['node_bytes'] / GB:.2f}" if "node_bytes" in f else "not measured"
         fit.append(f"| {f['store']} | {f['dtype']} | {f['store_bytes'] / GB:.2f} | {node} | "
@@ -378,13 +380,14 @@ def stage_sizes(out: Path) -> dict[str, Any]:
 def stage_transfer(out: Path, address: str, node_pids: dict[str, int]) -> None:
     """The driver (run next to the nodes): per dtype, ray.put of the store as the search ships it, then a
     task pinned to the worker node gets it (the pull), and gets it again (now local)."""
+    from types import SimpleNamespace
+
     import psutil
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    from types import SimpleNamespace
 
     from uclser_tune.data.store import FeatureStore
-    from uclser_tune.search.__main__ import shipped_store
+    from uclser_tune.search.driver import shipped_store
 
     def node_cpu() -> float:
         total = 0.0
@@ -523,14 +526,14 @@ def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
 
 
 def machine() -> dict[str, Any]:
-    flags = ""
     try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {"cpu": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        info = []
+    flags = next((line for line in info if line.startswith("flags")), "")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
             "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "python": platform.python_version(),
             "commit": commit.strip()}
 

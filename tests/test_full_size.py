@@ -48,7 +48,7 @@ def test_node_fit_and_scaling():
 
 
 def test_markdown_names_every_figure():
-    ru = dict(load_before=[3.0, 2, 1], load_after=[4.0, 2, 1])
+    ru = {"load_before": [3.0, 2, 1], "load_after": [4.0, 2, 1]}
     results = {
         "generate": {"summary": {"clips": {"noisy": 15820, "clean": 1780, "test": 940}, "seconds_total": 72000.0},
                      "wav_bytes": 3.2e9, "wall_s": 300.0, "cpu_s": 550.0, "peak_rss_bytes": 4e8, **ru},
