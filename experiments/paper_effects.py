@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.common import CLAIMS, git_commit, write_csv
+from experiments.common import CLAIMS, cpu_small, git_commit, write_csv
 from uclser_tune import atomic
-from uclser_tune.config import RunConfig, config_from_dict
+from uclser_tune.config import RunConfig
 from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.stats import holm, t_interval
 from uclser_tune.training import pretrain
@@ -64,14 +64,10 @@ SEEDS = [0, 1, 2, 3, 4]  # the committed seeds; the check with other seeds used 
 
 
 def base_config(seed: int, epochs: int, size: str, precision: str, synth_seed: int = 0) -> RunConfig:
-    """The CPU settings of results/README.md, one thread per run so that runs go side by side."""
-    return config_from_dict({
-        "seed": seed, "data": {"root": "synthetic", "synth_size": size, "synth_seed": synth_seed},
-        "model": {"encoder": "resnet18", "width": 0.125, "proj_hidden": 128, "proj_dim": 64},
-        "train": {"epochs": epochs, "batch_size": 128, "tau": 0.2, "num_threads": 1, "device": "cpu",
-                  "precision": precision},
-        "eval": {"knn_k": 20 if size != "tiny" else 5, "every": 1},
-    })
+    """The shipped CPU setting at data size ``size``, one thread per run so that runs go side by side."""
+    return cpu_small({"seed": seed, "data.synth_size": size, "data.synth_seed": synth_seed, "train.epochs": epochs,
+                      "train.batch_size": 128, "train.tau": 0.2, "train.num_threads": 1, "train.device": "cpu",
+                      "train.precision": precision, "eval.knn_k": 20 if size != "tiny" else 5, "eval.every": 1})
 
 
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:

@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.common import git_commit, write_csv
+from experiments.common import cpu_small, git_commit, write_csv
 from uclser_tune import atomic
-from uclser_tune.config import RunConfig, config_from_dict
+from uclser_tune.config import RunConfig
 from uclser_tune.data.store import open_store
 from uclser_tune.evaluation.knn import knn_predict
 from uclser_tune.evaluation.metrics import accuracy, balanced_accuracy
@@ -69,15 +69,11 @@ RUN_FIELDS = ["variant", "seed", "epoch", "group", "clips", "bacc", "acc", "loss
 
 
 def base_config(seed: int, epochs: int, precision: str) -> RunConfig:
-    """The CPU settings of results/README.md, one thread per run so that runs go side by side.
-    The pre-training's own kNN runs at the last epoch only; this script evaluates at its own epochs."""
-    return config_from_dict({
-        "seed": seed, "data": {"root": "synthetic", "synth_size": "small"},
-        "model": {"encoder": "resnet18", "width": 0.125, "proj_hidden": 128, "proj_dim": 64},
-        "train": {"epochs": epochs, "batch_size": 128, "tau": 0.2, "num_threads": 1, "device": "cpu",
-                  "precision": precision},
-        "eval": {"knn_k": 20, "every": epochs},
-    })
+    """The shipped CPU setting, one thread per run so that runs go side by side. The pre-training's own
+    kNN runs at the last epoch only; this script evaluates at its own epochs."""
+    return cpu_small({"seed": seed, "train.epochs": epochs, "train.batch_size": 128, "train.tau": 0.2,
+                      "train.num_threads": 1, "train.device": "cpu", "train.precision": precision,
+                      "eval.every": epochs})
 
 
 def eval_epochs(epochs: int, every: int) -> list[int]:

@@ -65,8 +65,7 @@ RAY_ENV = {"RAY_memory_monitor_refresh_ms": "0"}
 POLL_S = 15  # seconds between looks at a running search
 METHODS = {"tpe_asha": ("tpe", True), "random_full": ("random", False), "tpe_full": ("tpe", False)}
 SURVIVAL_METHODS = {"random_asha": ("random", True)}
-SMALL = ["--data", "synthetic", "--set", "data.synth_size=small", "--set", "model.width=0.125",
-         "--set", "model.proj_hidden=128", "--set", "model.proj_dim=64", "--set", "eval.knn_k=20"]
+SMALL = ["--data", "synthetic", "--config", "cpu_small.yaml"]  # the shipped CPU setting
 
 
 @dataclass(frozen=True)

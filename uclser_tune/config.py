@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from uclser_tune.dotted import NotASection, set_key
+from uclser_tune.dotted import NotASection, flatten, set_key
 from uclser_tune.models import ENCODERS
 from uclser_tune.validation import Bool, Float, Int, KeyedError, Schema, Str, first_error
 from uclser_tune.views.ops import OPS, validate_op_params
@@ -209,6 +209,26 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         return cfg.replace(parse_overrides(overrides or [])) if overrides else cfg
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def load_overrides(path: str | Path) -> dict[str, Any]:
+    """The run-config values a YAML file sets (nested or dotted keys), as dotted keys: a partial run config
+    fixed on top of another one, e.g. a search space's base. Checked as a run config, errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of run-config keys, got {type(data).__name__}")
+    flat = flatten(data, FREE_FORM)
+    try:
+        config_from_dict({}).replace(flat)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return flat
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

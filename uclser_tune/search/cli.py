@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from uclser_tune.config import ConfigError, parse_overrides
+from uclser_tune.config import ConfigError, load_overrides, parse_overrides
 from uclser_tune.data.fsd import DatasetError
 from uclser_tune.runs import check_data
 from uclser_tune.search.driver import run
@@ -34,7 +34,14 @@ from uclser_tune.search.lock import ExperimentLock, LockError
 from uclser_tune.search.resources import BOOTSTRAP_CONFIG, default_address, read_cluster_config
 from uclser_tune.search.results import ExperimentError
 from uclser_tune.search.resume import check_resume
-from uclser_tune.search.spaces import ENUMERATED, SearchSpace, SpaceError, load_space
+from uclser_tune.search.spaces import (
+    CONFIGS_DIR,
+    ENUMERATED,
+    SearchSpace,
+    SpaceError,
+    load_space,
+    resolve_path,
+)
 from uclser_tune.search.state import StateError
 from uclser_tune.search.study import check_owner, experiment_id
 from uclser_tune.search.surrogate import TruthError, load_truth
@@ -69,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. postgresql://user@host/db, password from ~/.pgpass")
     p.add_argument("--grace-period", type=int, help="ASHA's grace period in epochs (default: the space's)")
     p.add_argument("--reduction-factor", type=float, help="ASHA's reduction factor, > 1 (default: the space's)")
+    p.add_argument("--config", metavar="CONFIG.yaml",
+                   help="run-config values fixed for every trial (nested or dotted keys; wins over the space, --set "
+                        "wins over it); a bare name is looked up in search_spaces/configs/, e.g. cpu_small.yaml: "
+                        "the CPU setting of the experiments in results/")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a run-config key for every trial (wins over the space), e.g. to size a GPU space "
                         "for a CPU: --set model.width=0.25 --set data.synth_size=small")
@@ -91,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         space = with_asha(load_space(args.space), args.grace_period, args.reduction_factor)
         check_args(args, space)
-        cli_overrides = parse_overrides(args.overrides)
+        cli_overrides = {**(load_overrides(resolve_path(args.config, CONFIGS_DIR)) if args.config else {}),
+                         **parse_overrides(args.overrides)}
         truth = load_truth(args.surrogate) if args.surrogate else None
     except (SpaceError, ConfigError, TruthError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -35,6 +35,7 @@ from uclser_tune.views.ops import validate_op_params
 # The shipped spaces: package data of uclser_tune (a link to the repository's search_spaces/ in a checkout,
 # resolved so that SPACES_DIR.parent is the repository there; a folder of the package in a wheel).
 SPACES_DIR = (Path(__file__).resolve().parents[1] / "search_spaces").resolve()
+CONFIGS_DIR = SPACES_DIR / "configs"  # shipped run configs for --config (e.g. the CPU setting)
 VIEW_KEYS_OF_OPS = {"views.ops", "views.order", "views.op_params"}
 
 
@@ -164,13 +165,13 @@ class SearchSpace(DesignSampler):
         return len(self.grid_cells())
 
 
-def resolve_path(name: str | Path) -> Path:
-    """A bare file name is looked up in ``search_spaces/``."""
+def resolve_path(name: str | Path, folder: Path = SPACES_DIR) -> Path:
+    """A bare file name is looked up in ``folder`` (``search_spaces/``, or its ``configs/``)."""
     path = Path(name)
-    if not path.exists() and (SPACES_DIR / path).exists():
-        return SPACES_DIR / path
-    if not path.exists() and (SPACES_DIR / f"{path}.yaml").exists():
-        return SPACES_DIR / f"{path}.yaml"
+    if not path.exists() and (folder / path).exists():
+        return folder / path
+    if not path.exists() and (folder / f"{path}.yaml").exists():
+        return folder / f"{path}.yaml"
     return path
 
 
