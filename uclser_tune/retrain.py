@@ -181,8 +181,8 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
     for stage, task in stages:
         done = path / f"{stage}.json"
         if task is not None and encoder is not None and done.exists() \
-                and json.loads(done.read_text()).get("checkpoint", "last") != encoder.checkpoint:
-            done.unlink()  # from the other checkpoint (before the choice existed: the last one): run again
+                and json.loads(done.read_text()).get("checkpoint") != encoder.checkpoint:
+            done.unlink()  # from another checkpoint, or none recorded: run again
         if not done.exists():
             began = time.perf_counter()
             if task is None:
@@ -215,13 +215,13 @@ def run_job(job: dict[str, Any], store: Any) -> dict[str, Any]:
 
 
 def _finished(job: dict[str, Any]) -> bool:
-    """The job's result.json is there and its downstream tasks started from the requested checkpoint
-    (a result from before the choice was recorded started from the last one)."""
+    """The job's result.json is there and its downstream tasks record that they started from the
+    requested checkpoint."""
     path = Path(job["dir"]) / "result.json"
     if not path.exists():
         return False
     row = json.loads(path.read_text())
-    return job["init"] == "random" or all(row.get(f"{t}.checkpoint", "last") == job["downstream_from"] for t in TASKS
+    return job["init"] == "random" or all(row.get(f"{t}.checkpoint") == job["downstream_from"] for t in TASKS
                                           if t in row)
 
 

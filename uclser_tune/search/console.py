@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ray.tune import Callback
 
+from uclser_tune.dotted import get_key
+
 if TYPE_CHECKING:
     from uclser_tune.search.spaces import SearchSpace
 
@@ -35,12 +37,6 @@ def short(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ">".join(map(str, value)) or "none"
     return str(value)
-
-
-def dotted(config: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        config = config[part]
-    return config
 
 
 def clock(seconds: float) -> str:
@@ -83,8 +79,8 @@ class Console(Callback):
         shown = []
         for key, when in self.keys:
             try:
-                if when is None or dotted(run_config, when):
-                    shown.append(f"{key.rsplit('.', 1)[-1]}={short(dotted(run_config, key))}")
+                if when is None or get_key(run_config, when):
+                    shown.append(f"{key.rsplit('.', 1)[-1]}={short(get_key(run_config, key))}")
             except (KeyError, TypeError):
                 continue
         return " ".join(shown)

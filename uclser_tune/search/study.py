@@ -25,7 +25,7 @@ OWNER_PLACE = "experiment"  # host:path of the experiment dir that created the s
 
 
 def experiment_id(old_meta: dict[str, Any] | None) -> str:
-    """A resumed experiment keeps its id; a new one (or one written before ids existed) gets a fresh one."""
+    """A resumed experiment keeps its id; a new one gets a fresh one."""
     return (old_meta or {}).get(OWNER) or uuid.uuid4().hex
 
 
