@@ -54,8 +54,7 @@ def smoke_search(tmp_path_factory, tiny_store) -> SmokeSearch:
     once per session for the tests that only read what it wrote (tests/test_search_e2e.py,
     tests/test_analysis.py); a test that changes the experiment works on a copy. Seed 0: the seeded
     start-up draws put mix-back on in some trials and off in others (checked here, so that no reader
-    depends on chance). Under pytest-xdist its readers share one worker (their ``xdist_group`` mark
-    "smoke_search"), so it runs once there too."""
+    depends on chance)."""
     import pandas as pd
 
     root = tmp_path_factory.mktemp("smoke_search")

@@ -51,7 +51,6 @@ def real_out(real_exp, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke_search")
 def test_real_search_every_output_exists_and_report_links_it(real_out):
     for name in [*PNGS, *CSVS, "report.md"]:
         assert (real_out / name).stat().st_size > 0, name
@@ -74,7 +73,6 @@ def test_real_search_every_output_exists_and_report_links_it(real_out):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke_search")
 def test_real_search_raw_means_are_per_rung_never_pooled_across_epochs(real_exp, real_out):
     table = pd.read_parquet(real_exp / "trials.parquet")
     csv = pd.read_csv(real_out / "effects.csv")
@@ -98,7 +96,6 @@ def test_real_search_raw_means_are_per_rung_never_pooled_across_epochs(real_exp,
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke_search")
 def test_real_search_importance_per_rung_counts_pruned_trials(real_exp, real_out):
     imp = pd.read_csv(real_out / "importance.csv")
     table = pd.read_parquet(real_exp / "trials.parquet")
@@ -127,7 +124,6 @@ def test_real_search_importance_per_rung_counts_pruned_trials(real_exp, real_out
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke_search")
 def test_running_experiment_is_rebuilt_from_trial_dirs(real_exp, tmp_path):
     exp_dir = tmp_path / real_exp.name
     shutil.copytree(real_exp, exp_dir, ignore=shutil.ignore_patterns("checkpoint_*", "analysis"))

@@ -39,7 +39,6 @@ def study_of(exp):
     return open_study(exp, json.loads((exp / META_FILE).read_text()))
 
 
-@pytest.mark.xdist_group("smoke_search")
 def test_smoke_search_end_to_end(smoke_search):
     """The session's shared smoke search (conftest.py: smoke.yaml, 6 trials, sampler seed 0)."""
     exp = smoke_search.exp
