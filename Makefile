@@ -12,7 +12,7 @@ CUDA_ONLY := ^(nvidia-|cuda-|triton==)
 PINS_SHA = grep -E '^[A-Za-z0-9._-]+==' $(LOCK) | sha256sum | cut -d' ' -f1
 UV := $(shell sed -n 's/^uv==//p' $(LOCK))
 
-.PHONY: demo test install lock lint clean
+.PHONY: demo test test-fast install lock lint clean
 
 # A fresh venv every time the lock or pyproject.toml changes, so nothing stale stays in it.
 $(STAMP): pyproject.toml $(LOCK)
@@ -43,8 +43,13 @@ lock:
 demo: $(STAMP)
 	$(BIN)/python -m uclser_tune.search --space smoke.yaml --data synthetic
 
+# The whole suite: what CI runs (.ci/run), every test including the searches and the local clusters.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: the tests not marked slow (no search, no Ray cluster). CI runs `make test`, not this.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check uclser_tune analysis tests benchmarks experiments

@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny synthetic data set and feature store (built once per session), random clips."""
+"""Shared fixtures: a tiny synthetic data set and feature store (built once per session), one real smoke
+search whose outputs several modules read, random clips."""
 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import children
 import pytest
@@ -35,6 +39,32 @@ def tiny_store(cache_dir):
     from uclser_tune.data.store import open_store
 
     return open_store(DataConfig(root="synthetic", synth_size="tiny", cache_dir=str(cache_dir)))
+
+
+@dataclass(frozen=True)
+class SmokeSearch:
+    exp: Path  # the experiment dir
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def smoke_search(tmp_path_factory, tiny_store) -> SmokeSearch:
+    """One real search of search_spaces/smoke.yaml (6 trials, ASHA, sampler seed 0, Ray on 127.0.0.5), run
+    once per session for the tests that only read what it wrote (tests/test_search_e2e.py,
+    tests/test_analysis.py); a test that changes the experiment works on a copy. Seed 0: the seeded
+    start-up draws put mix-back on in some trials and off in others (checked here, so that no reader
+    depends on chance)."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("smoke_search")
+    cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "smoke", "--seed", "0",
+           "--storage-path", str(root), "--node-ip-address", "127.0.0.5", "--num-samples", "6"]
+    out = children.run(cmd, None, "the shared smoke search")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = pd.read_parquet(root / "smoke" / "trials.parquet")
+    assert table.mixback.nunique() == 2, f"mix-back did not vary over the trials: {table.mixback.tolist()}"
+    return SmokeSearch(root / "smoke", out.stdout, out.stderr)
 
 
 def make_clips(n: int = 6, seed: int = 0, min_len: int = 101, max_len: int = 400, n_classes: int = 3) -> ClipTensors:

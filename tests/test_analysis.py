@@ -1,5 +1,6 @@
-"""The sensitivity analysis (``python -m analysis``) on a real smoke search (Ray on 127.0.0.5) and on a
-hand-made paper_ablations-like experiment whose numbers are known, so tables are checked exactly."""
+"""The sensitivity analysis (``python -m analysis``) on a real smoke search (the session's shared one,
+conftest.py; Ray on 127.0.0.5) and on a hand-made paper_ablations-like experiment whose numbers are
+known, so tables are checked exactly."""
 
 import json
 import os
@@ -33,17 +34,9 @@ CSVS = ["effects_adjusted.csv", "importance.csv", "rung_survival.csv", "effects.
 # ---------------------------------------------------------------- a real smoke search (about a minute)
 
 @pytest.fixture(scope="module")
-def real_exp(tmp_path_factory, tiny_store):
-    root = tmp_path_factory.mktemp("analysis_runs")
-    # seed 0: the sampler's seeded start-up draws put mix-back on in some of the 6 trials and off in others,
-    # so the tests below always see mix-back vary (checked here, not left to chance)
-    cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "a", "--seed", "0",
-           "--storage-path", str(root), "--node-ip-address", "127.0.0.5", "--num-samples", "6"]
-    out = children.run(cmd, None, "the smoke search")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    mixback = pd.read_parquet(root / "a" / "trials.parquet").mixback
-    assert mixback.nunique() == 2, f"mix-back did not vary over the trials: {mixback.tolist()}"
-    return root / "a"
+def real_exp(smoke_search):
+    """The session's shared smoke search (conftest.py: 6 trials, sampler seed 0, so mix-back varies)."""
+    return smoke_search.exp
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +108,7 @@ def test_real_search_importance_per_rung_counts_pruned_trials(real_exp, real_out
     fanova = first[first.evaluator == "fanova"].set_index("param")
     assert fanova.importance.sum() == pytest.approx(1.0) and (fanova.importance.dropna() >= 0).all()
     # fANOVA only assesses what every trial suggested: the conditional ones are n/a, not zero (mix-back
-    # varies over these trials: real_exp checks it, so mixback_alpha is missing from some)
+    # varies over these trials: the shared search checks it, so mixback_alpha is missing from some)
     assert table.mixback.nunique() == 2
     assert pd.isna(fanova.loc["views.mixback_alpha", "importance"])
     assert fanova.loc["views.mixback_alpha", "note"].startswith("n/a: not in every trial")
@@ -132,7 +125,7 @@ def test_real_search_importance_per_rung_counts_pruned_trials(real_exp, real_out
 
 @pytest.mark.slow
 def test_running_experiment_is_rebuilt_from_trial_dirs(real_exp, tmp_path):
-    exp_dir = tmp_path / "a"
+    exp_dir = tmp_path / real_exp.name
     shutil.copytree(real_exp, exp_dir, ignore=shutil.ignore_patterns("checkpoint_*", "analysis"))
     os.utime(exp_dir / "trials.parquet", (0, 0))  # older than every result.json: stale
     assert load_experiment(exp_dir).table_source == "rebuilt from trial dirs"

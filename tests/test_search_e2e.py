@@ -1,5 +1,6 @@
 """The search end to end on CPU: ASHA prunes, the study tells the truth, SIGKILL + re-run resumes,
-a non-finite trial fails without stopping the search. Ray runs on 127.0.0.2 (loopback only)."""
+a non-finite trial fails without stopping the search. Ray runs on 127.0.0.2 (loopback only); the first
+test reads the session's shared smoke search (conftest.py, Ray on 127.0.0.5)."""
 
 import json
 import os
@@ -38,9 +39,9 @@ def study_of(exp):
     return open_study(exp, json.loads((exp / META_FILE).read_text()))
 
 
-def test_smoke_search_end_to_end(tmp_path, tiny_store):
-    out = run(search(tmp_path))
-    exp = tmp_path / "runs" / "smoke"
+def test_smoke_search_end_to_end(smoke_search):
+    """The session's shared smoke search (conftest.py: smoke.yaml, 6 trials, sampler seed 0)."""
+    exp = smoke_search.exp
     table = pd.read_parquet(exp / "trials.parquet")
     assert len(table) == 6
     counts = table["status"].value_counts().to_dict()
@@ -67,7 +68,7 @@ def test_smoke_search_end_to_end(tmp_path, tiny_store):
     assert best.to_dict() == load_best_config(exp).to_dict()
     assert json.loads((exp / "best_trial.json").read_text())["optuna_number"] == winner.number
     assert best.train.epochs == 4 and best.data.synth_size == "tiny"
-    assert "best config" in out.stdout and "top trials" in out.stdout
+    assert "best config" in smoke_search.stdout and "top trials" in smoke_search.stdout
     for row in table.itertuples():  # the last two checkpoints are kept (the snapshot may point to either)
         kept = sorted(p.name for p in (exp / row.trial_dir).glob("checkpoint_*"))
         assert kept == [f"checkpoint_{i:06d}" for i in range(row.epochs_run)][-2:], (row.trial_dir, kept)

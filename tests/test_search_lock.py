@@ -1,7 +1,8 @@
 """One driver per experiment, with two real drivers: the second is refused at once (exit 2, naming the
 first one's host and pid) while the first runs trials, and the first finishes with a clean study.
 A moved experiment resumes from its new place (the journal is found relative to the experiment dir).
-The store goes into the object store in the trials' dtype. Ray runs on 127.0.0.2 and 127.0.0.3."""
+The store goes into the object store in the trials' dtype. Ray runs on 127.0.0.3 and 127.0.0.4 (apart from
+the other modules' addresses, so that modules can run at once)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def two_drivers(tmp_path_factory, tiny_store):
     machine's load)."""
     runs = tmp_path_factory.mktemp("lock") / "runs"
     exp = runs / "shared"
-    first = Child(subprocess.Popen(driver(runs, "127.0.0.2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    first = Child(subprocess.Popen(driver(runs, "127.0.0.3"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, start_new_session=True), "driver A")
     try:
         # the study is written by A as results arrive; result.json reaches the experiment dir only at Ray's syncs
@@ -48,7 +49,7 @@ def two_drivers(tmp_path_factory, tiny_store):
         os.kill(first.proc.pid, signal.SIGSTOP)  # A stays mid-search, holding the lock, until B has tried
         try:
             held_by = (exp / LOCK_FILE).read_text().strip()
-            second = run(driver(runs, "127.0.0.3"), 300, "driver B's refusal")
+            second = run(driver(runs, "127.0.0.4"), 300, "driver B's refusal")
         finally:
             os.kill(first.proc.pid, signal.SIGCONT)
         out = first.read_rest(None, "the end of driver A's output")
@@ -92,7 +93,7 @@ def test_a_moved_experiment_resumes_into_its_own_study(two_drivers):
     """Ray's pickled searcher would name the journal at the old place, which no longer exists."""
     moved = two_drivers["runs"].parent / "elsewhere"
     shutil.move(two_drivers["runs"], moved)
-    out = run(driver(moved, "127.0.0.2"), None, "the resumed search")
+    out = run(driver(moved, "127.0.0.3"), None, "the resumed search")
     assert out.returncode == 0 and "resuming experiment" in out.stderr, out.stderr[-4000:]
     assert not two_drivers["runs"].exists()
     assert len(pd.read_parquet(moved / "shared" / "trials.parquet")) == 3
