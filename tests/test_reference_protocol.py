@@ -81,8 +81,8 @@ def test_retrain_reruns_downstream_from_another_checkpoint(tmp_path):
     assert not _finished(job)
     (tmp_path / "result.json").write_text(json.dumps({"linear": 0.5, "linear.checkpoint": "last"}))
     assert not _finished(job) and _finished({**job, "downstream_from": "last"})
-    (tmp_path / "result.json").write_text(json.dumps({"linear": 0.5}))  # written before the choice existed
-    assert not _finished(job) and _finished({**job, "downstream_from": "last"})
+    (tmp_path / "result.json").write_text(json.dumps({"linear": 0.5}))  # no checkpoint recorded: run again
+    assert not _finished(job) and not _finished({**job, "downstream_from": "last"})
     assert _finished({**job, "init": "random"})
 
 
