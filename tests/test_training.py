@@ -180,8 +180,9 @@ def test_cli_writes_checkpoints_handles_ctrl_c_and_resumes(tiny_store, tmp_path)
     cfg = small_cfg(train={"epochs": 40, "max_batches_per_epoch": 1})
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
     cmd = [sys.executable, "-m", "uclser_tune.train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]
-    # The child runs at the lowest priority: on a loaded machine a child at the test's own priority ran
-    # all 40 one-batch epochs between printing epoch 1 and the test's Ctrl-C, so nothing was interrupted.
+    # The child runs at the lowest priority, so that on a loaded machine it cannot run all 40 one-batch
+    # epochs between printing epoch 1 and the test's Ctrl-C. The test may itself run with SIGINT ignored
+    # (a background job of a script): the CLI restores the handler, as this checks.
     with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe: progress bars cannot fill it and block
         proc = subprocess.Popen(["nice", "-n", "19", *cmd], stdout=subprocess.PIPE, stderr=err, text=True)
     child = Child(proc, "train CLI", log=tmp_path / "stderr.txt")

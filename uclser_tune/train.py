@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    # Ctrl-C or `kill -INT` always ends with a checkpoint and the resume hint, even when the shell started
+    # this run in the background of a script, which makes it inherit SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from uclser_tune.data.store import open_store
     from uclser_tune.training import NonFiniteLossError, pretrain
 
