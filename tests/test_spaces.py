@@ -10,6 +10,7 @@ import optuna
 import pytest
 import yaml
 
+from uclser_tune.search.resume import SEARCHER_STATE
 from uclser_tune.search.spaces import SpaceError, lehmer_decode, load_space, resolve_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -232,9 +233,20 @@ def started_experiment(tmp_path):
     exp.mkdir(parents=True)
     meta = {"space": str(path), "space_digest": load_space(path).digest, "sampler_seed": 0, "num_samples": 32,
             "overrides": {"train.epochs": 2, "eval.every": 1}, "storage": "journal:optuna.journal",
-            "study_name": "space"}
+            "study_name": "space", "searcher_state": SEARCHER_STATE}
     (exp / "search.json").write_text(json.dumps(meta))
     return path, exp, meta
+
+
+def test_an_experiment_of_an_older_searcher_is_refused_with_one_line(tmp_path, capsys):
+    from uclser_tune.search.cli import main
+
+    path, exp, meta = started_experiment(tmp_path)
+    del meta["searcher_state"]  # search.json of the searcher before the state format was recorded
+    (exp / "search.json").write_text(json.dumps(meta))
+    assert main(["--space", str(path), "--storage-path", str(tmp_path / "runs"), "--num-samples", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another version of uclser_tune" in err and "another --name" in err
 
 
 def test_resume_refuses_changed_num_samples_or_seed(tmp_path, capsys):

@@ -33,7 +33,7 @@ from uclser_tune.search.driver import run
 from uclser_tune.search.lock import ExperimentLock, LockError
 from uclser_tune.search.resources import BOOTSTRAP_CONFIG, default_address, read_cluster_config
 from uclser_tune.search.results import ExperimentError
-from uclser_tune.search.resume import check_resume
+from uclser_tune.search.resume import SEARCHER_STATE, check_resume
 from uclser_tune.search.spaces import (
     CONFIGS_DIR,
     ENUMERATED,
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke and not args.num_samples:
         num_samples = min(num_samples, 6)
     meta = {"space": str(space.path), "space_digest": space.digest, "overrides": overrides,
+            "searcher_state": SEARCHER_STATE,
             "storage": args.storage_url or "journal:optuna.journal", "study_name": exp_dir.name,
             "sampler_seed": args.seed, "num_samples": num_samples, "asha": space.asha,
             "startup_design": len(space.startup_design(num_samples, args.seed)),

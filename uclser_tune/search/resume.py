@@ -13,6 +13,11 @@ from pathlib import Path
 from uclser_tune.search.results import META_FILE, read_meta
 from uclser_tune.search.state import StateError
 
+# The format of the searcher's saved state (Ray pickles the searcher into the experiment), recorded in
+# search.json. Format 2 is the searcher over Ray's public Searcher interface; an experiment whose
+# search.json names no format was written by the searcher before it and cannot be restored.
+SEARCHER_STATE = 2
+
 
 def check_resume(exp_dir: Path, meta: dict) -> dict | None:
     """A resumed experiment must be re-run with what it was started with: Ray's restored experiment keeps
@@ -21,6 +26,10 @@ def check_resume(exp_dir: Path, meta: dict) -> dict | None:
     if not (exp_dir / META_FILE).exists():
         return None
     old = read_meta(exp_dir)
+    if old.get("searcher_state") != meta.get("searcher_state"):
+        raise StateError(f"{exp_dir} was started by another version of uclser_tune, whose saved searcher state this "
+                         f"one cannot restore; use another --name to start a new experiment (this one's trials.parquet "
+                         f"and Optuna study stay readable)")
     if old["space_digest"] != meta["space_digest"]:
         raise StateError(f"{exp_dir} was started with another space file ({old['space']}, or it changed since); "
                          f"use another --name to start a new experiment")
