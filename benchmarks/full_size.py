@@ -526,14 +526,11 @@ def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
 
 
 def machine() -> dict[str, Any]:
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        info = []
-    flags = next((line for line in info if line.startswith("flags")), "")
+    from uclser_tune.training.runtime import cpu_has_native_bf16
+
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=False).stdout
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "native_bf16": cpu_has_native_bf16(),
             "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "python": platform.python_version(),
             "commit": commit.strip()}
 

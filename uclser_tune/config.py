@@ -193,17 +193,20 @@ def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
         raise ConfigError(first_error(err, RunConfig, "config")) from None
 
 
+def _read_yaml(path: Path) -> Any:
+    """A config file's YAML, loaded safely; unreadable or invalid files are a ConfigError naming the file."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML run config (safely) and apply ``key=value`` overrides (values parsed as YAML)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = _read_yaml(path)
     try:
         cfg = config_from_dict(data)
         return cfg.replace(parse_overrides(overrides or [])) if overrides else cfg
@@ -215,12 +218,7 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
     """The run-config values a YAML file sets (nested or dotted keys), as dotted keys: a partial run config
     fixed on top of another one, e.g. a search space's base. Checked as a run config, errors name the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of run-config keys, got {type(data).__name__}")
     flat = flatten(data, FREE_FORM)
