@@ -11,10 +11,12 @@ import json
 import sys
 
 import children
+import pytest
 
 from benchmarks.device_check import CHECKS
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_passes_and_names_every_gpu_measurement(tiny_store, tmp_path):
     out = tmp_path / "dc"
     run = children.run([sys.executable, "-m", "benchmarks.device_check", "--quick", "--device", "cpu",

@@ -1,13 +1,10 @@
-"""The search end to end on CPU: ASHA prunes, the study tells the truth, SIGKILL + re-run resumes,
-a non-finite trial fails without stopping the search. Ray runs on 127.0.0.2 (loopback only); the first
+"""The search end to end on CPU: ASHA prunes, the study tells the truth, a non-finite trial fails
+without stopping the search, a database's study has one owner. (A SIGKILLed search's resume is tested
+with the surrogate in tests/test_surrogate.py.) Ray runs on 127.0.0.2 (loopback only); the first
 test reads the session's shared smoke search (conftest.py, Ray on 127.0.0.5)."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import children
@@ -18,7 +15,7 @@ import yaml
 
 from uclser_tune.config import config_from_dict, load_config
 from uclser_tune.search.results import META_FILE, load_best_config, open_study
-from uclser_tune.search.state import LOST_NOTE
+from uclser_tune.search.study import OWNER
 
 pytestmark = pytest.mark.slow
 
@@ -74,49 +71,10 @@ def test_smoke_search_end_to_end(smoke_search):
         assert kept == [f"checkpoint_{i:06d}" for i in range(row.epochs_run)][-2:], (row.trial_dir, kept)
 
 
-def test_sigkill_then_rerun_resumes_without_rerunning_trials(tmp_path, tiny_store):
-    # ASHA (grace 1) promotes few of the 8 trials past epoch 1: the kill comes when the first reaches epoch 2
-    cmd = search(tmp_path, "--num-samples", "8", name="killed")
-    exp = tmp_path / "runs" / "killed"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, done = time.time() + 300, []
-    while not done and time.time() < deadline and proc.poll() is None:  # state polled, not a fixed wait
-        # the study (written by the driver as results arrive) says which trials reached epoch 2; result.json
-        # is copied into the experiment dir only at Ray's syncs, which may come after the search has ended
-        done = ([t for t in study_of(exp).trials if 2 in t.intermediate_values]
-                if (exp / META_FILE).exists() and (exp / "optuna.journal").exists() else [])
-        time.sleep(0.5)
-    assert proc.poll() is None, "the search ended before a trial reached epoch 2: nothing left to kill"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    proc.wait()
-    assert done, "no trial reached epoch 2 before the search was killed"
-    while time.time() < deadline:  # until every process of the killed session is gone
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("processes of the killed search are still alive")
-    # as if a later session had been killed while Ray copied its snapshot: an empty newest state file
-    (exp / "experiment_state-9999-12-31_23-59-59.json").write_text("")
-    out = run(cmd)
-    assert "session 9999-12-31_23-59-59 is unreadable" in out.stderr and "resuming experiment" in out.stderr
-    assert (exp / "broken_state" / "experiment_state-9999-12-31_23-59-59.json").exists()
-    table = pd.read_parquet(exp / "trials.parquet")
-    # a trial started after the last whole snapshot cannot come back: FAIL, marked lost, another in its place
-    lost = table.error.str.startswith(LOST_NOTE)
-    assert (table.status[lost] == "FAIL").all() and ("cannot be resumed" in out.stderr) == lost.any()
-    assert (~lost).sum() == 8 and set(table.status[~lost]) <= {"COMPLETE", "PRUNED"}
-    assert table.optuna_number.is_unique
-    for trial_dir in table.trial_dir[~lost]:
-        epochs = [json.loads(line)["epoch"] for line in (exp / trial_dir / "result.json").read_text().splitlines()]
-        assert epochs.count(1) == 1, (trial_dir, epochs)  # never restarted from scratch
-    states = [t.state for t in study_of(exp).trials]
-    assert optuna.trial.TrialState.RUNNING not in states
-
-
-def test_non_finite_trial_fails_and_the_search_goes_on(tmp_path, tiny_store):
+def test_database_study_non_finite_trial_fails_a_stranger_is_refused_and_the_grid_resumes(tmp_path, tiny_store):
+    """A search whose study lives in a database (``--storage-url``): a non-finite trial fails alone; a
+    second experiment with the same name meeting that study (another cluster, another --storage-path)
+    is refused before it writes anything; the owner's re-run resumes the grid."""
     space = yaml.safe_load(Path("search_spaces/smoke.yaml").read_text())
     space.update(sampler="grid", params={"seed": {"categorical": [0]}}, ops=None, asha=None, epochs=2,
                  variants={"fine": {}, "diverges": {"train.tau": 1e-40}})
@@ -132,8 +90,17 @@ def test_non_finite_trial_fails_and_the_search_goes_on(tmp_path, tiny_store):
     assert table.loc["diverges", "status"] == "FAIL"
     assert "non-finite" in table.loc["diverges", "error"] and "tau=1e-40" in table.loc["diverges", "error"]
     assert not list(exp.glob("trial_*/error.txt"))  # no trial errored in Ray (GridSampler's stop() did)
-    # a re-run resumes the grid: the FAILed cell runs again, the COMPLETE one does not
+    # another experiment of the same name in the same database: one error line naming the owner, exit 2
+    stranger = children.run(search(tmp_path / "cluster", "--storage-url", url, space=path, name="nan"), None,
+                            "the refusal of a second experiment")
+    errors = [line for line in stranger.stderr.splitlines() if line.startswith("error:")]
+    assert stranger.returncode == 2 and len(errors) == 1, stranger.stderr[-3000:]
+    assert "belongs to another experiment" in errors[0] and str(exp) in errors[0]
+    assert "Traceback" not in stranger.stderr and not (tmp_path / "cluster" / "runs" / "nan").exists()
+    # the owner's re-run resumes the grid: the FAILed cell runs again, the COMPLETE one does not
     run(search(tmp_path, "--storage-url", url, space=path, name="nan"))
+    owner = json.loads((exp / META_FILE).read_text())[OWNER]
+    assert optuna.load_study(study_name="nan", storage=url).user_attrs[OWNER] == owner
     table = pd.read_parquet(exp / "trials.parquet")
     assert sorted(table.param_variant) == ["diverges", "diverges", "fine"]
     assert sorted(t.state.name for t in study_of(exp).trials) == ["COMPLETE", "FAIL", "FAIL"]

@@ -1,13 +1,11 @@
 """One Optuna study per experiment: two experiments with one name (two clusters, or a laptop and a
 cluster) meeting in one database are told apart by the experiment id that the study records, and the
-second is refused with exit 2 before it writes anything. The owner check itself is tested without
-Ray against a by-hand study."""
+second is refused with exit 2 before it writes anything. The owner check is tested here without
+Ray against a by-hand study; the same refusal through the command, with a real search owning the
+database's study, is in tests/test_search_e2e.py (the ``--storage-url`` search)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,9 +13,6 @@ import pytest
 
 from uclser_tune.search.state import StateError
 from uclser_tune.search.study import OWNER, check_owner, claim, experiment_id
-
-ROOT = Path(__file__).resolve().parents[1]
-TRUTH = ROOT / "search_spaces" / "truths" / "augs_mixback.yaml"
 
 
 def meta(db: Path, exp_id: str) -> dict:
@@ -57,27 +52,3 @@ def test_an_experiment_keeps_its_id():
     assert experiment_id({OWNER: "c" * 32}) == "c" * 32
     assert experiment_id(None) != experiment_id(None) and len(experiment_id({})) == 32
 
-
-@pytest.mark.slow
-def test_two_experiments_with_one_name_in_one_database(tmp_path):
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-
-    def search(where: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "augs.yaml", "--surrogate", str(TRUTH),
-               "--name", "augs", "--storage-path", str(tmp_path / where), "--storage-url", url,
-               "--node-ip-address", "127.0.0.9", "--num-samples", "2", "--max-epochs", "2",
-               "--grace-period", "1", "--reduction-factor", "2", "--cpus-per-trial", "1", "--gpus-per-trial", "0"]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-
-    first = search("laptop")
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = search("cluster")
-    assert second.returncode == 2, second.stderr[-3000:]
-    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "belongs to another experiment" in errors[0]
-    assert str(tmp_path / "laptop" / "augs") in errors[0] and "Traceback" not in second.stderr
-    assert not (tmp_path / "cluster" / "augs").exists()
-    again = search("laptop")  # the owner resumes (nothing left to run)
-    assert again.returncode == 0, again.stderr[-3000:]
-    owner = json.loads((tmp_path / "laptop" / "augs" / "search.json").read_text())[OWNER]
-    assert optuna.load_study(study_name="augs", storage=url).user_attrs[OWNER] == owner

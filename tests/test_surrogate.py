@@ -1,7 +1,8 @@
 """The planted-truth surrogate (``--surrogate TRUTH.yaml``): the TRUTH schema and its errors, the score
 by hand, determinism, the best achievable score, and a search that is SIGKILLed and resumed (Ray on
-127.0.0.7) whose journal
-loads in optuna-dashboard."""
+127.0.0.7): a trial the last snapshot lacks is lost and replaced, an unreadable newer snapshot is set
+aside, every other trial continues from its checkpoint, and the journal loads in optuna-dashboard. (The
+real trainable's checkpoint restore is tested by tests/test_multinode.py's worker kill.)"""
 
 import itertools
 import json
@@ -184,9 +185,13 @@ def test_surrogate_search_sigkill_then_rerun_resumes_with_the_same_scores(tmp_pa
     dropped = json.loads(state["trial_data"].pop((written or running)[-1])[0])
     state_file.write_text(json.dumps(state))
     snapshotted = set(restored_trials(exp))
+    # as if a later session had been killed while Ray copied its snapshot: an empty newest state file
+    (exp / "experiment_state-9999-12-31_23-59-59.json").write_text("")
     out = run(cmd, None, "the resumed search")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming experiment" in out.stderr and "no training" in out.stderr
+    assert "session 9999-12-31_23-59-59 is unreadable" in out.stderr
+    assert (exp / "broken_state" / "experiment_state-9999-12-31_23-59-59.json").exists()
     table = pd.read_parquet(exp / "trials.parquet")
     lost = table.error.str.startswith(LOST_NOTE)
     # a lost trial that wrote nothing has no row; its study trial is closed FAIL all the same (checked below)
