@@ -1,10 +1,19 @@
 """Shared fixtures: a tiny synthetic data set and feature store (built once per session), one real smoke
-search whose outputs several modules read, random clips."""
+search whose outputs several modules read, random clips.
+
+``make test`` runs the suite in 2 pytest-xdist workers, each test file whole in one worker
+(``--dist loadfile``: a module's Ray cluster and its tests stay together). The store and the smoke
+search are made once per session all the same: the workers share one directory for them, and the first
+worker to need one makes it while holding that directory's lock, which the other waits on."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +35,36 @@ def pytest_runtest_protocol(item, nextitem):
     children.start_test(float(limit) if limit else None)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The files with slow tests first, so that under xdist a long file does not start last while the
+    other worker has nothing left (the order within a file is kept)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # a stable sort: files and tests keep their order
+
+
+def session_dir(tmp_path_factory, name: str) -> Path:
+    """``name`` in the session's temp dir, shared by every xdist worker (whose own base temp dirs sit
+    side by side in the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``/.lock for as long as the block runs (other workers wait)."""
+    with open(path / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
+    path = session_dir(tmp_path_factory, "cache")
     os.environ["UCLSER_CACHE"] = str(path)  # subprocesses (CLI tests, Ray workers) share the cache
     return path
 
@@ -38,7 +74,8 @@ def tiny_store(cache_dir):
     from uclser_tune.config import DataConfig
     from uclser_tune.data.store import open_store
 
-    return open_store(DataConfig(root="synthetic", synth_size="tiny", cache_dir=str(cache_dir)))
+    with held(cache_dir):  # built by one worker, opened by the others
+        return open_store(DataConfig(root="synthetic", synth_size="tiny", cache_dir=str(cache_dir)))
 
 
 @dataclass(frozen=True)
@@ -57,14 +94,18 @@ def smoke_search(tmp_path_factory, tiny_store) -> SmokeSearch:
     depends on chance)."""
     import pandas as pd
 
-    root = tmp_path_factory.mktemp("smoke_search")
-    cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "smoke", "--seed", "0",
-           "--storage-path", str(root), "--node-ip-address", "127.0.0.5", "--num-samples", "6"]
-    out = children.run(cmd, None, "the shared smoke search")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    root = session_dir(tmp_path_factory, "smoke_search")
+    with held(root):  # run by the first worker that needs it; the others read what it left
+        if not (root / "output.json").exists():
+            cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "smoke", "--seed",
+                   "0", "--storage-path", str(root), "--node-ip-address", "127.0.0.5", "--num-samples", "6"]
+            out = children.run(cmd, None, "the shared smoke search")
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+            (root / "output.json").write_text(json.dumps({"stdout": out.stdout, "stderr": out.stderr}))
+    output = json.loads((root / "output.json").read_text())
     table = pd.read_parquet(root / "smoke" / "trials.parquet")
     assert table.mixback.nunique() == 2, f"mix-back did not vary over the trials: {table.mixback.tolist()}"
-    return SmokeSearch(root / "smoke", out.stdout, out.stderr)
+    return SmokeSearch(root / "smoke", output["stdout"], output["stderr"])
 
 
 def make_clips(n: int = 6, seed: int = 0, min_len: int = 101, max_len: int = 400, n_classes: int = 3) -> ClipTensors:

@@ -173,6 +173,7 @@ def epochs_printed(stdout: str) -> list[int]:
     return [int(line.split()[1].split("/")[0]) for line in stdout.splitlines() if line.startswith("epoch ")]
 
 
+@pytest.mark.slow
 def test_cli_writes_checkpoints_handles_ctrl_c_and_resumes(tiny_store, tmp_path):
     """Ctrl-C is sent as soon as the first epoch line is read: the CLI prints it after that epoch's
     checkpoint is written, so there is a checkpoint to resume from and no waiting on the clock."""
