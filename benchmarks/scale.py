@@ -34,6 +34,7 @@ from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import psutil
+import yaml
 
 from benchmarks.common import cpu_name
 
@@ -41,8 +42,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TRUTH = ROOT / "search_spaces" / "truths" / "augs_mixback.yaml"
 
 
-def search_command(n: int, storage: Path, node_ip: str) -> list[str]:
-    return [sys.executable, "-m", "uclser_tune.search", "--space", "augs.yaml", "--surrogate", str(TRUTH),
+def space_for(sampler: str, work: Path) -> str:
+    """``augs.yaml`` itself (TPE), or a copy of it that only changes its sampler. A random suggestion does
+    not look at the earlier trials, while a TPE one fits its density estimators to all of them, so the
+    difference between the two runs is TPE's own cost and the random run is the rest of the driver's."""
+    if sampler == "tpe":
+        return "augs.yaml"
+    space = yaml.safe_load((ROOT / "search_spaces" / "augs.yaml").read_text())
+    path = work / f"augs_{sampler}.yaml"
+    path.write_text(yaml.safe_dump({**space, "sampler": sampler}, sort_keys=False))
+    return str(path)
+
+
+def search_command(n: int, storage: Path, node_ip: str, space: str = "augs.yaml") -> list[str]:
+    return [sys.executable, "-m", "uclser_tune.search", "--space", space, "--surrogate", str(TRUTH),
             "--name", f"scale{n}", "--storage-path", str(storage), "--node-ip-address", node_ip,
             "--num-samples", str(n), "--max-epochs", "27", "--grace-period", "1", "--reduction-factor", "3",
             "--cpus-per-trial", "1", "--gpus-per-trial", "0"]
@@ -112,12 +125,12 @@ def dashboard_load_s(exp: Path) -> float:
     return time.perf_counter() - started
 
 
-def measure(n: int, work: Path, node_ip: str) -> dict:
+def measure(n: int, work: Path, node_ip: str, sampler: str = "tpe") -> dict:
     from uclser_tune.search.results import open_study, read_meta
 
     storage = work / "runs"
     load_before = os.getloadavg()
-    watched = run_watched(search_command(n, storage, node_ip), work / f"search{n}.log")
+    watched = run_watched(search_command(n, storage, node_ip, space_for(sampler, work)), work / f"search{n}.log")
     load_after = os.getloadavg()
     exp = storage / f"scale{n}"
     study = open_study(exp, read_meta(exp))
@@ -131,13 +144,14 @@ def measure(n: int, work: Path, node_ip: str) -> dict:
             "rate_per_tenth": rate_per_tenth(starts), "report_s_median": statistics.median(gaps),
             "report_s_p90": statistics.quantiles(gaps, n=10)[-1], "reports": len(gaps),
             "experiment_mb": dir_mb(exp), "analysis_s": analysis_s, "dashboard_s": dashboard_load_s(exp),
-            "load_before": load_before, "load_after": load_after, "cpu": cpu_name(),
+            "load_before": load_before, "load_after": load_after, "cpu": cpu_name(), "sampler": sampler,
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def markdown(rows: dict[int, dict], cpu: str) -> str:
+def markdown(rows: dict[int, dict], cpu: str, sampler: str = "tpe") -> str:
+    flag = "" if sampler == "tpe" else f" --sampler {sampler}"
     lines = [(f"Machine: {cpu}, {os.cpu_count()} cores; `python -m benchmarks.scale --sizes "
-             f"{' '.join(map(str, rows))}`; load = the 1-minute load average before and after the search."), "",
+             f"{' '.join(map(str, rows))}{flag}`; load = the 1-minute load average before and after the search."), "",
              ("| trials | wall s | driver CPU s / trial | driver peak RSS MB | report s (median, p90) | "
              "rate, 2nd tenth (trials/s) | rate, last tenth | last / 2nd | experiment MB | analysis s | "
              "dashboard s | load |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -159,21 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "scale",
                     help="where scale.json and scale.md go")
     ap.add_argument("--node-ip-address", default="127.0.0.31", help="loopback address of the searches' Ray")
+    ap.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                    help="augs.yaml's own TPE, or the same space with the random sampler (the driver's cost "
+                         "without TPE's; give it its own --out)")
     ap.add_argument("--fresh", action="store_true",
                     help="drop the sizes already in OUT/scale.json (by default a run replaces only its own sizes)")
     args = ap.parse_args(argv)
     cpu = cpu_name()
     saved = args.out / "scale.json"
     rows = {} if args.fresh or not saved.exists() else {int(n): r for n, r in json.loads(saved.read_text())["sizes"].items()}
+    mixed = sorted({r.get("sampler", "tpe") for r in rows.values()} - {args.sampler})
+    if mixed:
+        ap.error(f"{saved} holds rows of the {mixed[0]} sampler: give --sampler {args.sampler} its own --out")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="scale") as work:
         for n in args.sizes:
-            rows[n] = measure(n, Path(work), args.node_ip_address)
+            rows[n] = measure(n, Path(work), args.node_ip_address, args.sampler)
             print(f"{n} trials: {json.dumps(rows[n])}", flush=True)
             rows = dict(sorted(rows.items()))
             saved.write_text(json.dumps({"cpu": cpu, "sizes": rows}, indent=1))  # each size as soon as it is done
-            (args.out / "scale.md").write_text(markdown(rows, cpu))
-    print(markdown(rows, cpu))
+            (args.out / "scale.md").write_text(markdown(rows, cpu, args.sampler))
+    print(markdown(rows, cpu, args.sampler))
     return 0
 
 

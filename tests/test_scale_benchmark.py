@@ -27,3 +27,14 @@ def test_report_gaps_are_within_one_trial(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "result.json").write_text("".join(json.dumps({"reported_at": t}) + "\n" for t in times))
     assert sorted(report_gaps(tmp_path)) == [0.25, 0.5, 1.0]
+
+
+def test_the_random_space_is_augs_with_only_its_sampler_changed(tmp_path):
+    from benchmarks.scale import space_for
+    from uclser_tune.search.spaces import load_space
+
+    assert space_for("tpe", tmp_path) == "augs.yaml"
+    tpe, random = load_space("augs.yaml"), load_space(space_for("random", tmp_path))
+    assert (tpe.sampler, random.sampler) == ("tpe", "random")
+    assert {k: v for k, v in vars(random).items() if k not in ("sampler", "path", "digest")} == {
+        k: v for k, v in vars(tpe).items() if k not in ("sampler", "path", "digest")}
