@@ -180,7 +180,10 @@ def markdown(r: dict[str, Any]) -> str:
         if not s.get("standin"):
             add("float16 rounding: largest error", f"{s['float16_max_abs_error']:.4f} log10 units "
                 f"(values {s['min']:.2f} to {s['max']:.2f})")
-    if (ray := r.get("ray")) and "transfer" in ray:
+    if (ray := r.get("ray")) and ray.get("store") == "stand-in" and not (s or {}).get("standin"):
+        add("store used below (ray stage)", "stand-in: the plan's exact shape, random frames (measured before the "
+            "extraction finished)")
+    if ray and "transfer" in ray:
         for dtype, t in ray["transfer"].items():
             add(f"{dtype}: into the object store (ray.put)",
                 f"{t['put_s']:.2f} s for {t['object_bytes'] / GB:.2f} GB", f"{t['put_cpu_s']:.2f} s (driver)",
@@ -468,6 +471,8 @@ def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
     isolate = lc.namespaces_work()
     result.clear()
     result["network_namespace"] = "private" if isolate else "host"
+    store_json = json.loads((Path((out / "store_path.txt").read_text()) / "store.json").read_text())
+    result["store"] = "stand-in" if "standin" in store_json else "extracted"  # what these figures were taken on
 
     @contextlib.contextmanager
     def fresh_cluster():

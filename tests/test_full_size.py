@@ -73,6 +73,10 @@ def test_markdown_names_every_figure():
     for needle in ("15,820 / 1,780 / 940", "20.0 h", "550 s", "1100 s", "6,000,000", "2.30 GB",  # f32 pretrain
                    "1.15 GB", "0.0020 log10", "0.68 GB/s", "4.00 GB", "1.10 + 1.00", "3.0 / 4.0"):
         assert needle in table, needle
+    assert "stand-in" not in table
+    # ray-stage figures taken on a stand-in store before the extraction finished say so
+    standin = fs.markdown({**results, "ray": {**results["ray"], "store": "stand-in"}})
+    assert "| store used below (ray stage) | stand-in:" in standin
 
 
 def test_cpu_s_sums_user_and_system():
