@@ -363,12 +363,17 @@ def float16_error(frames: np.ndarray, chunk: int = 1 << 20) -> tuple[float, floa
     return err, lo, hi
 
 
+def store_is_standin(out: Path) -> bool:
+    """Whether the store the stages use (``store_path.txt``) is the ``standin`` stage's random frames."""
+    return "standin" in json.loads((Path((out / "store_path.txt").read_text()) / "store.json").read_text())
+
+
 def stage_sizes(out: Path) -> dict[str, Any]:
     from uclser_tune.data.store import FeatureStore
 
     store = FeatureStore.load((out / "store_path.txt").read_text())
     frames = {n: len(s.frames) for n, s in store.splits.items()}
-    standin = "standin" in json.loads((store.path / "store.json").read_text())
+    standin = store_is_standin(out)
     err, lo, hi = (float("nan"),) * 3 if standin else (0.0, np.inf, -np.inf)
     for s in [] if standin else store.splits.values():  # random frames say nothing about float16 rounding
         e, a, b = float16_error(s.frames)
@@ -471,8 +476,7 @@ def stage_ray(out: Path, log_dir: Path, result: dict[str, Any], save) -> None:
     isolate = lc.namespaces_work()
     result.clear()
     result["network_namespace"] = "private" if isolate else "host"
-    store_json = json.loads((Path((out / "store_path.txt").read_text()) / "store.json").read_text())
-    result["store"] = "stand-in" if "standin" in store_json else "extracted"  # what these figures were taken on
+    result["store"] = "stand-in" if store_is_standin(out) else "extracted"  # what these figures were taken on
 
     @contextlib.contextmanager
     def fresh_cluster():

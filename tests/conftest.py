@@ -3,17 +3,15 @@ search whose outputs several modules read, random clips.
 
 ``make test`` runs the suite in 2 pytest-xdist workers, each test file whole in one worker
 (``--dist loadfile``: a module's Ray cluster and its tests stay together). The store and the smoke
-search are made once per session all the same: the workers share one directory for them, and the first
-worker to need one makes it while holding that directory's lock, which the other waits on."""
+search are made once per session all the same: the workers share one cache directory, where the store
+builds under its own lock, and the first worker to need the smoke search runs it while holding a lock
+on its directory, which the other waits on."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,17 +49,6 @@ def session_dir(tmp_path_factory, name: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def held(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path``/.lock for as long as the block runs (other workers wait)."""
-    with open(path / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     path = session_dir(tmp_path_factory, "cache")
@@ -74,8 +61,8 @@ def tiny_store(cache_dir):
     from uclser_tune.config import DataConfig
     from uclser_tune.data.store import open_store
 
-    with held(cache_dir):  # built by one worker, opened by the others
-        return open_store(DataConfig(root="synthetic", synth_size="tiny", cache_dir=str(cache_dir)))
+    # open_store builds under its own file lock: one worker builds the store, the other waits and opens it
+    return open_store(DataConfig(root="synthetic", synth_size="tiny", cache_dir=str(cache_dir)))
 
 
 @dataclass(frozen=True)
@@ -94,8 +81,10 @@ def smoke_search(tmp_path_factory, tiny_store) -> SmokeSearch:
     depends on chance)."""
     import pandas as pd
 
+    from uclser_tune.data.store import locked
+
     root = session_dir(tmp_path_factory, "smoke_search")
-    with held(root):  # run by the first worker that needs it; the others read what it left
+    with locked(root / ".lock"):  # run by the first worker that needs it; the others read what it left
         if not (root / "output.json").exists():
             cmd = [sys.executable, "-m", "uclser_tune.search", "--space", "smoke.yaml", "--name", "smoke", "--seed",
                    "0", "--storage-path", str(root), "--node-ip-address", "127.0.0.5", "--num-samples", "6"]

@@ -210,8 +210,8 @@ def cache_dir(configured: str = "") -> Path:
 
 
 @contextmanager
-def _locked(path: Path):
-    """An exclusive file lock, so concurrent trials or processes build a store only once."""
+def locked(path: Path):
+    """An exclusive file lock on ``path``, so concurrent trials or processes build a store only once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -227,7 +227,7 @@ def synthetic_root(size: str, seed: int, cache: str = "") -> Path:
 
     base = cache_dir(cache) / f"synthetic-{size}-seed{seed}-v{GENERATOR_VERSION}"
     root = base / "data"
-    with _locked(base.with_suffix(".lock")):
+    with locked(base.with_suffix(".lock")):
         if not (root / "FSDnoisy18k.doc" / "synth_info.json").exists():
             tmp = base / f".data.tmp{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -247,5 +247,5 @@ def open_store(data_cfg: Any, workers: int = 2) -> FeatureStore:
         root = Path(data_cfg.root).expanduser().resolve()
         digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
         store_dir = cache_dir(data_cfg.cache_dir) / f"store-{root.name}-{digest}"
-    with _locked(store_dir.with_name(store_dir.name + ".lock")):
+    with locked(store_dir.with_name(store_dir.name + ".lock")):
         return build_store(root, store_dir, workers)
